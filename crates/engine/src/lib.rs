@@ -1,0 +1,19 @@
+//! Tether's engine: the pure logic every transport and dialect shares.
+//!
+//! **Architecture invariant:** nothing in this crate performs IO, blocks on IO, reads a
+//! clock or knows a wire format. Time is passed in by the caller; frames are produced by
+//! encoders the caller registers; delivery goes to a [`hub::Sink`] the caller implements.
+//!
+//! # Layout
+//!
+//! - [`hub`]: channels, subscriptions grouped by distinct filter, fan-out.
+//! - [`namespace`]: per-namespace options and the permission rules built on them.
+//! - [`rate`]: token-bucket rate limiting with caller-supplied time.
+
+pub mod hub;
+pub mod namespace;
+pub mod rate;
+
+pub use hub::{FormatId, Hub, Publication, PublishStats, Sink, SubscribeError, Subscriber};
+pub use namespace::{NamespaceOptions, Namespaces};
+pub use rate::TokenBucket;

@@ -1,0 +1,292 @@
+//! The HTTP server API under `/api`: publish, broadcast, batch, and the OpenAPI document.
+//!
+//! Authentication is `Authorization: Bearer KEY` against the configured API keys. Every
+//! error is `{"code": …, "message": …}` with a stable code and the status from
+//! [`status_for`]. The OpenAPI document (`docs/openapi.json`) is served as it is at
+//! `/api/openapi.json`; integration tests validate real responses against it.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tether_engine::Publication;
+use tether_proto::message::strip_location;
+use tether_proto::{ChannelName, ErrorCode, ProtoError, Tags, Target};
+
+use crate::state::AppState;
+
+/// The OpenAPI 3 document of this API.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// The HTTP status that goes with an error code.
+pub fn status_for(code: ErrorCode) -> StatusCode {
+    use ErrorCode as C;
+    match code {
+        C::Unauthenticated => StatusCode::UNAUTHORIZED,
+        C::PermissionDenied | C::PublishNotAllowed => StatusCode::FORBIDDEN,
+        C::NotFound => StatusCode::NOT_FOUND,
+        C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        C::PayloadTooLarge | C::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        C::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        C::TooManyConnections | C::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        C::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// An API error response.
+#[derive(Debug)]
+pub struct ApiError(pub ProtoError);
+
+impl From<ProtoError> for ApiError {
+    fn from(e: ProtoError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_for(self.0.code);
+        let mut resp = (status, Json(&self.0)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+fn api_error(state: &AppState, code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError(state.count_error(ProtoError::new(code, message)))
+}
+
+/// Response for a connection refused by limits (before any upgrade).
+pub fn limit_response(state: &AppState, e: ProtoError) -> Response {
+    state.metrics.connections_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ApiError(state.count_error(e)).into_response()
+}
+
+/// Constant-time comparison, so response timing does not reveal key prefixes.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Err(api_error(state, ErrorCode::Unauthenticated, "missing Authorization: Bearer <api key>"));
+    };
+    let Some(key) = value.strip_prefix("Bearer ") else {
+        return Err(api_error(state, ErrorCode::Unauthenticated, "expected Authorization: Bearer <api key>"));
+    };
+    let mut ok = false;
+    for k in &state.api_keys {
+        ok |= ct_eq(k.as_bytes(), key.as_bytes());
+    }
+    if ok { Ok(()) } else { Err(api_error(state, ErrorCode::Unauthenticated, "unknown API key")) }
+}
+
+/// Checks auth and content type, then reads the body within the size limit.
+async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, ApiError> {
+    let (parts, body) = req.into_parts();
+    authorize(state, &parts.headers)?;
+    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(api_error(state, ErrorCode::UnsupportedMediaType, "send application/json"));
+        }
+    }
+    let limit = state.config.http.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some())
+            || e.to_string().contains("length limit");
+        if too_large {
+            api_error(state, ErrorCode::PayloadTooLarge, format!("request body is larger than {limit} bytes"))
+        } else {
+            api_error(state, ErrorCode::InvalidMessage, "could not read the request body")
+        }
+    })?;
+    state.metrics.bytes_in.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok(bytes)
+}
+
+fn parse<'a, T: Deserialize<'a>>(state: &AppState, body: &'a [u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| api_error(state, ErrorCode::MalformedJson, "body is not valid UTF-8"))?;
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            api_error(state, ErrorCode::MalformedJson, "body is not valid JSON")
+        } else {
+            api_error(state, ErrorCode::InvalidMessage, strip_location(&e))
+        }
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublication<'a> {
+    #[serde(borrow)]
+    channel: &'a RawValue,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(borrow, default)]
+    tags: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    to: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroadcast<'a> {
+    #[serde(borrow)]
+    channels: Vec<&'a RawValue>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(borrow, default)]
+    tags: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    to: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    publications: Vec<RawPublication<'a>>,
+}
+
+fn decode_channel(raw: &RawValue) -> Result<ChannelName, ProtoError> {
+    let s: String = serde_json::from_str(raw.get())
+        .map_err(|_| ProtoError::new(ErrorCode::InvalidMessage, "channel must be a string"))?;
+    ChannelName::parse(&s).map_err(|e| ProtoError::new(ErrorCode::InvalidChannel, e.to_string()))
+}
+
+fn decode_tags(raw: Option<&RawValue>) -> Result<Tags, ProtoError> {
+    match raw {
+        None => Ok(Tags::new()),
+        Some(r) if r.get() == "null" => Ok(Tags::new()),
+        Some(r) => serde_json::from_str(r.get())
+            .map_err(|e| ProtoError::new(ErrorCode::InvalidTags, strip_location(&e))),
+    }
+}
+
+fn decode_target(raw: Option<&RawValue>) -> Result<Option<Target>, ProtoError> {
+    let Some(r) = raw.filter(|r| r.get() != "null") else { return Ok(None) };
+    let t: Target = serde_json::from_str(r.get())
+        .map_err(|e| ProtoError::new(ErrorCode::InvalidTarget, strip_location(&e)))?;
+    let t = t.normalize().map_err(|m| ProtoError::new(ErrorCode::InvalidTarget, m))?;
+    Ok(if t.is_empty() { None } else { Some(t) })
+}
+
+/// Validates one publication completely (grammar, namespace, size) without publishing.
+fn build(
+    state: &AppState,
+    channel: ChannelName,
+    data: &RawValue,
+    tags: Tags,
+    target: Option<Target>,
+) -> Result<Publication, ProtoError> {
+    let data = tether_proto::json::minify(data.get());
+    state.namespaces.check_api_publish(&channel, data.len())?;
+    Ok(Publication { channel, data: Some(data.into_owned().into_boxed_str()), tags, target })
+}
+
+fn build_one(state: &AppState, raw: &RawPublication<'_>) -> Result<Publication, ProtoError> {
+    let channel = decode_channel(raw.channel)?;
+    build(state, channel, raw.data, decode_tags(raw.tags)?, decode_target(raw.to)?)
+}
+
+fn ok_results(n: usize) -> Response {
+    let mut s = String::with_capacity(16 + 3 * n);
+    s.push_str(r#"{"results":["#);
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str("{}");
+    }
+    s.push_str("]}");
+    json_response(StatusCode::OK, s)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `POST /api/publish`.
+pub async fn publish(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let body = read_body(&state, req).await?;
+    let raw: RawPublication<'_> = parse(&state, &body)?;
+    let p = build_one(&state, &raw).map_err(|e| ApiError(state.count_error(e)))?;
+    state.publish(&p);
+    Ok(json_response(StatusCode::OK, "{}".to_owned()))
+}
+
+/// `POST /api/broadcast`: one payload to many channels.
+pub async fn broadcast(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let body = read_body(&state, req).await?;
+    let raw: RawBroadcast<'_> = parse(&state, &body)?;
+    let max = state.config.http.max_batch_items;
+    if raw.channels.len() > max {
+        return Err(api_error(
+            &state,
+            ErrorCode::TooManyItems,
+            format!("at most {max} channels per broadcast"),
+        ));
+    }
+    let tags = decode_tags(raw.tags).map_err(|e| ApiError(state.count_error(e)))?;
+    let target = decode_target(raw.to).map_err(|e| ApiError(state.count_error(e)))?;
+    let mut pubs = Vec::with_capacity(raw.channels.len());
+    for (i, c) in raw.channels.iter().enumerate() {
+        let p = decode_channel(c)
+            .and_then(|ch| build(&state, ch, raw.data, tags.clone(), target.clone()))
+            .map_err(|e| api_error(&state, e.code, format!("channels[{i}]: {}", e.message)))?;
+        pubs.push(p);
+    }
+    for p in &pubs {
+        state.publish(p);
+    }
+    Ok(ok_results(pubs.len()))
+}
+
+/// `POST /api/batch`: many publications, validated together, published in order.
+pub async fn batch(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let body = read_body(&state, req).await?;
+    let raw: RawBatch<'_> = parse(&state, &body)?;
+    let max = state.config.http.max_batch_items;
+    if raw.publications.len() > max {
+        return Err(api_error(
+            &state,
+            ErrorCode::TooManyItems,
+            format!("at most {max} publications per batch"),
+        ));
+    }
+    let mut pubs = Vec::with_capacity(raw.publications.len());
+    for (i, r) in raw.publications.iter().enumerate() {
+        let p = build_one(&state, r)
+            .map_err(|e| api_error(&state, e.code, format!("publications[{i}]: {}", e.message)))?;
+        pubs.push(p);
+    }
+    for p in &pubs {
+        state.publish(p);
+    }
+    Ok(ok_results(pubs.len()))
+}
+
+/// `GET /api/openapi.json`.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Unknown route.
+pub async fn not_found(State(state): State<AppState>) -> ApiError {
+    api_error(&state, ErrorCode::NotFound, "no such route")
+}
+
+/// Known route, wrong method.
+pub async fn method_not_allowed(State(state): State<AppState>) -> ApiError {
+    api_error(&state, ErrorCode::MethodNotAllowed, "method not allowed on this route")
+}

@@ -1,0 +1,101 @@
+//! The router and the serve loop with graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use tokio::net::TcpListener;
+
+use crate::dialects::{echo, event_server, native};
+use crate::state::AppState;
+use crate::{api, sse};
+
+/// Builds the router. Tests can call this directly.
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/ws", get(native::handler))
+        .route("/sse", get(sse::handler))
+        .route("/api/publish", post(api::publish))
+        .route("/api/broadcast", post(api::broadcast))
+        .route("/api/batch", post(api::batch))
+        .route("/api/openapi.json", get(api::openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    if state.config.event_server.enabled {
+        r = r.route("/event", post(event_server::post_event)).route("/events", get(event_server::ws_handler));
+    }
+    if state.config.testing.echo_route {
+        r = r.route("/", any(echo::handler));
+    }
+    r.fallback(api::not_found).method_not_allowed_fallback(api::method_not_allowed).with_state(state)
+}
+
+async fn healthz() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"shutting_down"}"#,
+        )
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ready"}"#).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(state.hub.subscription_count(), state.hub.channel_count());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Serves until `shutdown` resolves, then shuts down gracefully: stops accepting, closes
+/// every WebSocket with 1001 and every SSE stream with a `disconnect` event, and waits up
+/// to `shutdown.drain_timeout_ms` for connections to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
+    let token = state.shutdown.clone();
+    let signal = {
+        let token = token.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = token.cancelled() => {}
+            }
+            tracing::info!("shutting down: closing connections");
+            token.cancel();
+        }
+    };
+    let drain = Duration::from_millis(state.config.shutdown.drain_timeout_ms);
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let deadline = async {
+        token.cancelled().await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        () = deadline => tracing::warn!("drain timeout reached; dropping remaining HTTP connections"),
+    }
+    state.tasks.close();
+    if tokio::time::timeout(drain, state.tasks.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = state.tasks.len(),
+            "drain timeout reached; dropping remaining connections"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! Configuration: the TOML file, its defaults and its validation.
+//!
+//! Every option is documented in `docs/operations.md` with its default. Unknown keys are
+//! rejected with the file, line and key, because a misspelt option silently falling back
+//! to its default is a production incident waiting to happen.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tether_engine::{NamespaceOptions, Namespaces};
+use tether_proto::Identity;
+use tether_proto::channel::validate_namespace;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Values that parse but make no sense together.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// File path (or `<flags>`).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration. Field docs are the reference; `docs/operations.md` mirrors them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory for state (the generated API key; later, the SQLite file).
+    pub data_dir: PathBuf,
+    /// API keys accepted by the HTTP server API (`Authorization: Bearer KEY`).
+    pub api_keys: Vec<String>,
+    /// Logging.
+    pub log: LogConfig,
+    /// Connection and message limits.
+    pub limits: Limits,
+    /// WebSocket heartbeats and queues.
+    pub websocket: WebSocketConfig,
+    /// Server-sent events.
+    pub sse: SseConfig,
+    /// HTTP server API.
+    pub http: HttpConfig,
+    /// Connection authentication.
+    pub auth: AuthConfig,
+    /// Options of channels without a namespace; absent disables such channels.
+    pub default_namespace: Option<NamespaceConfig>,
+    /// Named namespaces.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// The event-server dialect (`POST /event`, `/events`).
+    pub event_server: EventServerConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Conformance-testing switches; never enable in production.
+    pub testing: TestingConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("tether-data"),
+            api_keys: Vec::new(),
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            websocket: WebSocketConfig::default(),
+            sse: SseConfig::default(),
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            default_namespace: Some(NamespaceConfig::default()),
+            namespaces: BTreeMap::new(),
+            event_server: EventServerConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            testing: TestingConfig::default(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `tether_server=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".to_owned() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Limits that protect the server from clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most open WebSocket and SSE connections in total.
+    pub max_connections: usize,
+    /// Most open connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Largest WebSocket message (after reassembling fragments) accepted, in bytes.
+    /// A larger one violates the protocol: the connection is closed with 1009.
+    pub max_message_bytes: usize,
+    /// Largest single WebSocket frame, in bytes (closes with 1009 beyond).
+    pub max_frame_bytes: usize,
+    /// Most subscriptions one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// Inbound messages per second allowed per connection (0 = unlimited).
+    pub inbound_rate: u32,
+    /// Inbound burst allowed above the rate.
+    pub inbound_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            max_message_bytes: 1 << 20,
+            max_frame_bytes: 1 << 20,
+            max_subscriptions_per_connection: 128,
+            inbound_rate: 100,
+            inbound_burst: 200,
+        }
+    }
+}
+
+/// WebSocket session timing and queues.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// How often the server sends a heartbeat, in milliseconds.
+    pub ping_interval_ms: u64,
+    /// How long after a heartbeat the client has to show it is alive, in milliseconds.
+    /// A connection silent for `ping_interval_ms + pong_timeout_ms` is closed with 4001.
+    pub pong_timeout_ms: u64,
+    /// How long a native connection has to send `connect`, in milliseconds (closes 4004).
+    pub connect_timeout_ms: u64,
+    /// Frames queued for one connection before it is disconnected as a slow consumer (4002).
+    pub outbound_queue: usize,
+    /// Longest a single socket write may take before the connection is dropped as a slow
+    /// consumer, in milliseconds.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 25_000,
+            pong_timeout_ms: 10_000,
+            connect_timeout_ms: 10_000,
+            outbound_queue: 1024,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Server-sent events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SseConfig {
+    /// Heartbeat comment interval, in milliseconds.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self { heartbeat_ms: 15_000 }
+    }
+}
+
+/// HTTP server API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body, in bytes (413 `payload_too_large` beyond).
+    pub max_body_bytes: usize,
+    /// Most publications in one `batch` or channels in one `broadcast`.
+    pub max_batch_items: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 1 << 20, max_batch_items: 1000 }
+    }
+}
+
+/// How connections authenticate (issue 3 replaces the token list with real accounts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Allow `connect` without credentials.
+    pub allow_anonymous: bool,
+    /// Trust an `identity` object sent in `connect`. Only for development and tests.
+    pub allow_client_identity: bool,
+    /// Static connection tokens, each mapped to an identity.
+    pub tokens: Vec<TokenIdentity>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { allow_anonymous: true, allow_client_identity: false, tokens: Vec::new() }
+    }
+}
+
+/// A static token and the identity it grants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIdentity {
+    /// The secret token (at least 16 characters).
+    pub token: String,
+    /// User id.
+    pub user: Option<String>,
+    /// Device id.
+    pub device: Option<String>,
+    /// Zone id.
+    pub zone: Option<String>,
+}
+
+impl TokenIdentity {
+    /// The identity this token grants.
+    pub fn identity(&self) -> Identity {
+        Identity { user: self.user.clone(), device: self.device.clone(), zone: self.zone.clone() }
+    }
+}
+
+/// Options of one namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceConfig {
+    /// May connected clients publish?
+    pub allow_publish: bool,
+    /// May connections without identity subscribe?
+    pub allow_anonymous_subscribe: bool,
+    /// Most subscribers per channel (0 = unlimited).
+    pub max_subscribers: usize,
+    /// Largest publication `data` in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        let d = NamespaceOptions::default();
+        Self {
+            allow_publish: d.allow_publish,
+            allow_anonymous_subscribe: d.allow_anonymous_subscribe,
+            max_subscribers: d.max_subscribers,
+            max_message_bytes: d.max_message_bytes,
+        }
+    }
+}
+
+impl From<&NamespaceConfig> for NamespaceOptions {
+    fn from(c: &NamespaceConfig) -> Self {
+        Self {
+            allow_publish: c.allow_publish,
+            allow_anonymous_subscribe: c.allow_anonymous_subscribe,
+            max_subscribers: c.max_subscribers,
+            max_message_bytes: c.max_message_bytes,
+        }
+    }
+}
+
+/// The event-server dialect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventServerConfig {
+    /// Serve `POST /event` and `/events`.
+    pub enabled: bool,
+    /// Token file: one token per line, lines under 16 characters ignored, re-read when it
+    /// changes. Without it every event-server request is `UNAUTHENTICATED`.
+    pub tokens_file: Option<PathBuf>,
+    /// Namespace that event types map into: event `x` is channel `<namespace>:x`.
+    pub namespace: String,
+}
+
+impl Default for EventServerConfig {
+    fn default() -> Self {
+        Self { enabled: true, tokens_file: None, namespace: "events".to_owned() }
+    }
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long to wait for connections to close after SIGTERM/SIGINT, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { drain_timeout_ms: 10_000 }
+    }
+}
+
+/// Switches used by conformance tests only.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingConfig {
+    /// Serve a WebSocket echo on `/` through the real connection loop (for Autobahn).
+    pub echo_route: bool,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    (line, column)
+}
+
+impl Config {
+    /// Parses TOML text; `path` is used in error messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+            ConfigError::Parse { path: path.to_owned(), line, column, message: e.message().to_owned() }
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Checks cross-field rules.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        for name in self.namespaces.keys() {
+            validate_namespace(name).map_err(|e| invalid(format!("namespace '{name}': {e}")))?;
+        }
+        validate_namespace(&self.event_server.namespace)
+            .map_err(|e| invalid(format!("event_server.namespace: {e}")))?;
+        for k in &self.api_keys {
+            if k.len() < 16 {
+                return Err(invalid("api_keys: every key must be at least 16 characters".to_owned()));
+            }
+        }
+        for t in &self.auth.tokens {
+            if t.token.chars().count() < 16 {
+                return Err(invalid("auth.tokens: every token must be at least 16 characters".to_owned()));
+            }
+            t.identity().validate().map_err(|m| invalid(format!("auth.tokens: {m}")))?;
+        }
+        let ws = &self.websocket;
+        if ws.ping_interval_ms == 0 || ws.pong_timeout_ms == 0 || ws.connect_timeout_ms == 0 {
+            return Err(invalid("websocket: intervals and timeouts must be above 0".to_owned()));
+        }
+        if ws.outbound_queue == 0 {
+            return Err(invalid("websocket.outbound_queue must be above 0".to_owned()));
+        }
+        if self.sse.heartbeat_ms == 0 {
+            return Err(invalid("sse.heartbeat_ms must be above 0".to_owned()));
+        }
+        if self.limits.max_message_bytes < 128 || self.limits.max_frame_bytes < 128 {
+            return Err(invalid(
+                "limits: max_message_bytes and max_frame_bytes must be at least 128".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The namespace table the engine uses. The event-server namespace is added with
+    /// anonymous subscribing off when it is not configured explicitly.
+    pub fn namespaces(&self) -> Namespaces {
+        let mut named: std::collections::HashMap<String, NamespaceOptions> =
+            self.namespaces.iter().map(|(k, v)| (k.clone(), NamespaceOptions::from(v))).collect();
+        if self.event_server.enabled {
+            named.entry(self.event_server.namespace.clone()).or_insert(NamespaceOptions {
+                allow_anonymous_subscribe: false,
+                ..NamespaceOptions::default()
+            });
+        }
+        Namespaces { default: self.default_namespace.as_ref().map(NamespaceOptions::from), named }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_reports_line_and_key() {
+        let text = "listen = \"127.0.0.1:1\"\n\n[limits]\nmax_conections = 5\n";
+        let e = Config::from_toml(text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:4:1: "), "{e}");
+        assert!(e.contains("unknown field `max_conections`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_reports_line() {
+        let e = Config::from_toml("[websocket]\nping_interval_ms = \"soon\"\n", Path::new("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c:2:"), "{e}");
+    }
+
+    #[test]
+    fn defaults_and_namespaces() {
+        let c = Config::from_toml("[namespaces.chat]\nallow_publish = true\n", Path::new("c")).unwrap();
+        let ns = c.namespaces();
+        assert!(ns.named["chat"].allow_publish);
+        assert!(!ns.named["events"].allow_anonymous_subscribe);
+        assert!(ns.default.is_some());
+        let e = Config::from_toml("[namespaces.\"a.b\"]\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("namespace 'a.b'"), "{e}");
+        assert!(Config::from_toml("api_keys = [\"short\"]", Path::new("c")).is_err());
+    }
+}

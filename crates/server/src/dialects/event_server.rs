@@ -1,0 +1,361 @@
+//! The event-server dialect: `POST /event` publishes, WebSocket `/events` listens.
+//!
+//! Wire behaviour follows the seed exactly (`docs/dialects/event-server.md`), with its
+//! defects fixed: bodies that are not `{event: string, data?: any}` get 400
+//! `INVALID_BODY` instead of a silent 200, and no internal error text ever reaches a
+//! client. Event type `x` is native channel `<event_server.namespace>:x` (default
+//! `events:x`), so both sides share the hub with every other dialect.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use tether_engine::hub::ConnId;
+use tether_engine::{Publication, SubscribeError, Subscriber};
+use tether_proto::message::push_json_string;
+use tether_proto::{ChannelName, Identity, Tags};
+
+use crate::conn::{self, Dialect, Flow, Heartbeat, close};
+use crate::metrics::Transport;
+use crate::outbox::{Frame, Outbox};
+use crate::state::{AppState, ConnLimiter};
+
+/// Tokens shorter than this (in UTF-16 units, as the seed measured them) are ignored.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Encodes a publication as `{"type":"event","event":NAME,"data":DATA}`, byte-exact with
+/// the seed (`data` omitted when absent).
+pub fn encode_event(p: &Publication) -> Frame {
+    let name = p.channel.local_name();
+    let data = p.data.as_deref();
+    let mut s = String::with_capacity(40 + name.len() + data.map_or(0, str::len));
+    s.push_str(r#"{"type":"event","event":"#);
+    push_json_string(&mut s, name);
+    if let Some(d) = data {
+        s.push_str(r#","data":"#);
+        s.push_str(d);
+    }
+    s.push('}');
+    Frame::now(s)
+}
+
+/// The seed's token file: re-read whenever its size, modification time or inode changes.
+#[derive(Debug)]
+pub struct TokenFile {
+    path: PathBuf,
+    cache: Mutex<Option<(Stamp, Arc<HashSet<String>>)>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime_nsec: i64,
+    ino: u64,
+}
+
+/// Parses token-file text with the seed's rules: split on CRLF, CR or LF; lines shorter
+/// than [`MIN_TOKEN_LEN`] are ignored; no trimming.
+pub fn parse_tokens(text: &str) -> HashSet<String> {
+    text.split("\r\n")
+        .flat_map(|l| l.split(['\r', '\n']))
+        .filter(|l| l.encode_utf16().count() >= MIN_TOKEN_LEN)
+        .map(str::to_owned)
+        .collect()
+}
+
+impl TokenFile {
+    /// A token file at `path` (read lazily).
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, cache: Mutex::new(None) }
+    }
+
+    /// True if `token` is in the file as it is now. A missing or unreadable file accepts
+    /// nothing. Costs one `stat` per call; the file is read only when it changed.
+    pub fn contains(&self, token: &str) -> bool {
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            *self.cache.lock() = None;
+            return false;
+        };
+        let stamp = Stamp {
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ctime_nsec: meta.ctime_nsec(),
+            ino: meta.ino(),
+        };
+        let cached = self.cache.lock().as_ref().filter(|(s, _)| *s == stamp).map(|(_, t)| Arc::clone(t));
+        let tokens = match cached {
+            Some(t) => t,
+            None => {
+                let Ok(text) = std::fs::read_to_string(&self.path) else { return false };
+                let t = Arc::new(parse_tokens(&text));
+                *self.cache.lock() = Some((stamp, Arc::clone(&t)));
+                t
+            }
+        };
+        tokens.contains(token)
+    }
+}
+
+/// Outcome of checking an `Authorization`-style value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthCode {
+    /// Accepted.
+    Ok,
+    /// Missing, short or unknown token.
+    Unauthenticated,
+    /// A scheme other than `Basic` (case-sensitive).
+    UnrecognizedScheme,
+}
+
+impl AuthCode {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthCode::Ok => "OK",
+            AuthCode::Unauthenticated => "UNAUTHENTICATED",
+            AuthCode::UnrecognizedScheme => "AUTH_UNRECOGNIZED_SCHEME",
+        }
+    }
+}
+
+/// Checks `Basic <raw token>` (not RFC 7617: the token is compared as it is).
+pub fn check_auth(state: &AppState, value: Option<&str>) -> AuthCode {
+    let Some(value) = value else { return AuthCode::Unauthenticated };
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme != "Basic" {
+        return AuthCode::UnrecognizedScheme;
+    }
+    match &state.event_tokens {
+        Some(f) if token.encode_utf16().count() >= MIN_TOKEN_LEN && f.contains(token) => AuthCode::Ok,
+        _ => AuthCode::Unauthenticated,
+    }
+}
+
+fn code_response(status: StatusCode, code: &str) -> Response {
+    let body = format!(r#"{{"code":"{code}"}}"#);
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn channel_for(state: &AppState, event: &str) -> Option<ChannelName> {
+    let ns = &state.config.event_server.namespace;
+    let name = format!("{ns}:{event}");
+    ChannelName::parse(&name).ok()
+}
+
+#[derive(serde::Deserialize)]
+struct EventBody<'a> {
+    #[serde(borrow)]
+    event: &'a RawValue,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// `POST /event`.
+pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+    match check_auth(&state, auth) {
+        AuthCode::Ok => {}
+        other => {
+            tracing::warn!(code = other.as_str(), "unauthenticated event-server request");
+            return code_response(StatusCode::FORBIDDEN, other.as_str());
+        }
+    }
+    state.metrics.bytes_in.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let invalid = || code_response(StatusCode::BAD_REQUEST, "INVALID_BODY");
+    let Ok(text) = std::str::from_utf8(&body) else { return invalid() };
+    if !text.trim_start().starts_with('{') {
+        return invalid();
+    }
+    let Ok(parsed) = serde_json::from_str::<EventBody<'_>>(text) else { return invalid() };
+    let Ok(event) = serde_json::from_str::<String>(parsed.event.get()) else { return invalid() };
+    let Some(channel) = channel_for(&state, &event) else { return invalid() };
+    let data = parsed.data.map(|d| tether_proto::json::minify(d.get()).into_owned().into_boxed_str());
+    if let Err(e) = state.namespaces.check_api_publish(&channel, data.as_deref().map_or(0, str::len)) {
+        state.metrics.error(e.code);
+        return code_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
+    }
+    state.publish(&Publication { channel, data, tags: Tags::new(), target: None });
+    code_response(StatusCode::OK, "OK")
+}
+
+/// `GET /events`: the listener WebSocket.
+pub async fn ws_handler(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let slot = match ConnLimiter::acquire(&state, peer.ip()) {
+        Ok(s) => s,
+        Err(e) => return crate::api::limit_response(&state, e),
+    };
+    let tracker = state.tasks.clone();
+    super::native::configure(ws, &state)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                let _slot = slot;
+                let _gauge = state.metrics.connection_opened(Transport::EventServer);
+                let outbox = state.new_outbox();
+                let id = state.next_conn_id();
+                let listener = Listener {
+                    state: Arc::clone(&state),
+                    id,
+                    outbox: Arc::clone(&outbox),
+                    identity: Arc::new(Identity::default()),
+                    subscriptions: Vec::new(),
+                };
+                let cfg = super::native::loop_config(&state);
+                conn::run(socket, listener, outbox, cfg, state.shutdown.clone(), Arc::clone(&state.metrics))
+                    .await;
+            })
+        })
+        .into_response()
+}
+
+struct Listener {
+    state: AppState,
+    id: ConnId,
+    outbox: Arc<Outbox>,
+    identity: Arc<Identity>,
+    subscriptions: Vec<ChannelName>,
+}
+
+fn init(code: &str) -> Message {
+    Message::Text(format!(r#"{{"type":"init","code":"{code}"}}"#).into())
+}
+
+#[derive(serde::Deserialize)]
+struct InitMessage<'a> {
+    #[serde(borrow, default)]
+    authentication: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    events: Option<&'a RawValue>,
+}
+
+impl Listener {
+    /// The seed's order: JSON syntax, then `events` array, then authentication.
+    fn init(&mut self, text: &str) -> &'static str {
+        let Ok(value) = serde_json::from_str::<&RawValue>(text) else { return "INVALID_SYNTAX" };
+        let Ok(msg) = serde_json::from_str::<InitMessage<'_>>(value.get()) else {
+            // Valid JSON that is not an object (null, numbers, arrays…) has no events.
+            return "INVALID_EVENTS_MISSING";
+        };
+        let Some(events) = msg.events.and_then(|e| serde_json::from_str::<Vec<&RawValue>>(e.get()).ok())
+        else {
+            return "INVALID_EVENTS_MISSING";
+        };
+        let auth = msg.authentication.and_then(|a| serde_json::from_str::<String>(a.get()).ok());
+        match check_auth(&self.state, auth.as_deref()) {
+            AuthCode::Ok => {}
+            other => return other.as_str(),
+        }
+        let mut channels = Vec::with_capacity(events.len());
+        for e in events {
+            // Names are strings; integers are taken in their decimal form, as the seed's
+            // object-key conversion did.
+            let name = serde_json::from_str::<String>(e.get())
+                .ok()
+                .or_else(|| serde_json::from_str::<i64>(e.get()).ok().map(|n| n.to_string()));
+            match name.and_then(|n| channel_for(&self.state, &n)) {
+                Some(c) => channels.push(c),
+                None => return "INVALID_EVENT_NAME",
+            }
+        }
+        channels.sort();
+        channels.dedup();
+        channels.retain(|c| !self.subscriptions.contains(c));
+        let max = self.state.config.limits.max_subscriptions_per_connection;
+        if self.subscriptions.len() + channels.len() > max {
+            return "TOO_MANY_SUBSCRIPTIONS";
+        }
+        for c in channels {
+            let max_subs = self.state.namespaces.resolve(&c).map_or(0, |o| o.max_subscribers);
+            let sub = Subscriber {
+                conn: self.id,
+                sink: Arc::clone(&self.outbox),
+                format: self.state.formats.event_server,
+                identity: Arc::clone(&self.identity),
+            };
+            match self.state.hub.subscribe(&c, sub, None, max_subs) {
+                Ok(()) | Err(SubscribeError::AlreadySubscribed) => self.subscriptions.push(c),
+                Err(SubscribeError::ChannelFull) => return "CHANNEL_FULL",
+            }
+        }
+        "OK"
+    }
+}
+
+impl Dialect for Listener {
+    fn idle_timeout(&self) -> (Duration, u16) {
+        let ws = &self.state.config.websocket;
+        (Duration::from_millis(ws.ping_interval_ms + ws.pong_timeout_ms), close::IDLE_TIMEOUT)
+    }
+
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat::WsPing
+    }
+
+    fn on_text(&mut self, text: Utf8Bytes, out: &mut Vec<Message>) -> Flow {
+        out.push(init(self.init(&text)));
+        Flow::Continue
+    }
+
+    fn on_binary(&mut self, data: bytes::Bytes, out: &mut Vec<Message>) -> Flow {
+        let code = match std::str::from_utf8(&data) {
+            Ok(text) => self.init(text),
+            Err(_) => "INVALID_SYNTAX",
+        };
+        out.push(init(code));
+        Flow::Continue
+    }
+
+    fn on_rate_limited(&mut self, _text: &str, out: &mut Vec<Message>) {
+        out.push(init("RATE_LIMITED"));
+    }
+
+    fn on_close(&mut self) {
+        for c in self.subscriptions.drain(..) {
+            self.state.hub.unsubscribe(&c, self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_rules() {
+        let t = parse_tokens("short\r\nexactly_16_chars\rtrailing_space_token \nwindows_line_token\r\n\n");
+        assert!(t.contains("exactly_16_chars"));
+        assert!(t.contains("trailing_space_token "));
+        assert!(!t.contains("trailing_space_token"));
+        assert!(t.contains("windows_line_token"));
+        assert!(!t.contains("short"));
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn byte_exact_event() {
+        let p = Publication {
+            channel: ChannelName::parse("events:the_event").unwrap(),
+            data: Some(r#"{"foo":"bar"}"#.into()),
+            tags: Tags::new(),
+            target: None,
+        };
+        assert_eq!(&*encode_event(&p).text, r#"{"type":"event","event":"the_event","data":{"foo":"bar"}}"#);
+        let p = Publication { data: None, ..p };
+        assert_eq!(&*encode_event(&p).text, r#"{"type":"event","event":"the_event"}"#);
+    }
+}

@@ -1,0 +1,185 @@
+//! Server-sent events at `/sse?channel=…[&filter=…][&token=…]`: one-way subscribers.
+//!
+//! Each publication is one event whose `data:` is the native push JSON (payloads are
+//! stored minified, so it never contains a raw newline). A comment line `: ping` is sent
+//! every `sse.heartbeat_ms`. When the server shuts down or the client is too slow, a last
+//! `event: disconnect` carries the same code a WebSocket would get.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use tether_engine::hub::ConnId;
+use tether_engine::{Publication, SubscribeError, Subscriber};
+use tether_proto::{ChannelName, ErrorCode, Filter, Identity, ProtoError};
+use tokio::time::{Instant, sleep_until};
+
+use crate::api::ApiError;
+use crate::conn::close;
+use crate::metrics::{ConnectionGauge, Transport};
+use crate::outbox::{Frame, Outbox, Overflowed};
+use crate::state::{AppState, ConnLimiter, ConnSlot};
+
+/// Encodes a publication as an SSE event.
+pub fn encode_event(p: &Publication) -> Frame {
+    let json = tether_proto::message::encode_publication(&p.channel, p.data.as_deref(), &p.tags);
+    let mut s = String::with_capacity(json.len() + 8);
+    s.push_str("data: ");
+    // Payloads are minified at the edge, so raw line breaks cannot occur; map any that
+    // would to spaces rather than let them split the event.
+    if json.contains(['\n', '\r']) {
+        s.extend(json.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }));
+    } else {
+        s.push_str(&json);
+    }
+    s.push_str("\n\n");
+    Frame::now(s)
+}
+
+/// Query parameters of `/sse`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseQuery {
+    /// Channel to subscribe to.
+    pub channel: String,
+    /// Optional filter.
+    pub filter: Option<String>,
+    /// Optional connection token (see `auth.tokens`).
+    pub token: Option<String>,
+}
+
+struct Subscription {
+    state: AppState,
+    channel: ChannelName,
+    id: ConnId,
+    outbox: Arc<Outbox>,
+    _slot: ConnSlot,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.outbox.close();
+        self.state.hub.unsubscribe(&self.channel, self.id);
+    }
+}
+
+struct StreamState {
+    sub: Subscription,
+    batch: VecDeque<Frame>,
+    next_ping: Instant,
+    done: bool,
+    _gauge: ConnectionGauge,
+}
+
+fn disconnect_event(code: u16, reason: &str) -> Bytes {
+    Bytes::from(format!("event: disconnect\ndata: {{\"code\":{code},\"reason\":\"{reason}\"}}\n\n"))
+}
+
+/// `GET /sse`.
+pub async fn handler(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    query: Result<Query<SseQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let err = |code, msg: String| ApiError(state.count_error(ProtoError::new(code, msg)));
+    let Query(q) = query.map_err(|e| err(ErrorCode::InvalidMessage, e.body_text()))?;
+    let channel =
+        ChannelName::parse(&q.channel).map_err(|e| err(ErrorCode::InvalidChannel, e.to_string()))?;
+    let filter = q
+        .filter
+        .as_deref()
+        .map(Filter::parse)
+        .transpose()
+        .map_err(|e| err(ErrorCode::InvalidFilter, e.to_string()))?;
+    let identity = match q.token {
+        Some(t) => match state.identities.get(&t) {
+            Some(i) => Arc::clone(i),
+            None => return Err(err(ErrorCode::Unauthenticated, "unknown token".to_owned())),
+        },
+        None if state.config.auth.allow_anonymous => Arc::new(Identity::default()),
+        None => return Err(err(ErrorCode::Unauthenticated, "credentials required".to_owned())),
+    };
+    let opts = state
+        .namespaces
+        .check_subscribe(&channel, identity.is_anonymous())
+        .map_err(|e| ApiError(state.count_error(e)))?;
+    let slot = match ConnLimiter::acquire(&state, peer.ip()) {
+        Ok(s) => s,
+        Err(e) => return Ok(crate::api::limit_response(&state, e)),
+    };
+    let outbox = state.new_outbox();
+    let id = state.next_conn_id();
+    state
+        .hub
+        .subscribe(
+            &channel,
+            Subscriber { conn: id, sink: Arc::clone(&outbox), format: state.formats.sse, identity },
+            filter,
+            opts.max_subscribers,
+        )
+        .map_err(|e| match e {
+            SubscribeError::ChannelFull => err(ErrorCode::ChannelFull, "the channel is full".to_owned()),
+            SubscribeError::AlreadySubscribed => err(ErrorCode::Internal, "subscription conflict".to_owned()),
+        })?;
+    let heartbeat = Duration::from_millis(state.config.sse.heartbeat_ms);
+    let st = StreamState {
+        sub: Subscription { state: Arc::clone(&state), channel, id, outbox, _slot: slot },
+        batch: VecDeque::new(),
+        next_ping: Instant::now() + heartbeat,
+        done: false,
+        _gauge: state.metrics.connection_opened(Transport::Sse),
+    };
+    let body = stream::unfold(st, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let shutdown = st.sub.state.shutdown.clone();
+        let chunk = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                st.done = true;
+                disconnect_event(close::GOING_AWAY, "server shutting down; reconnect")
+            }
+            taken = st.sub.outbox.take(&mut st.batch) => {
+                if taken == Err(Overflowed) {
+                    st.sub.state.metrics.slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    st.done = true;
+                    disconnect_event(close::SLOW_CONSUMER, "slow consumer")
+                } else {
+                    if let Some(f) = st.batch.front() {
+                        st.sub.state.metrics.publish_to_write.observe(f.at.elapsed());
+                    }
+                    let mut buf = Vec::new();
+                    for f in st.batch.drain(..) {
+                        buf.extend_from_slice(f.text.as_bytes());
+                    }
+                    st.sub.state.metrics.bytes_out.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Bytes::from(buf)
+                }
+            }
+            () = sleep_until(st.next_ping) => {
+                st.next_ping = Instant::now() + heartbeat;
+                Bytes::from_static(b": ping\n\n")
+            }
+        };
+        Some((Ok::<_, std::convert::Infallible>(chunk), st))
+    });
+    let first = stream::once(async { Ok(Bytes::from_static(b": subscribed\n\n")) });
+    let body = Body::from_stream(futures_util::StreamExt::chain(first, body));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response())
+}

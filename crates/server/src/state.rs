@@ -1,0 +1,177 @@
+//! State shared by every handler of one server.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tether_engine::hub::ConnId;
+use tether_engine::{FormatId, Hub, Namespaces, Publication, PublishStats};
+use tether_proto::{ErrorCode, Identity, ProtoError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::dialects::event_server::TokenFile;
+use crate::metrics::Metrics;
+use crate::outbox::{Frame, Outbox};
+
+/// The wire formats the hub encodes publications into, one encoding per publication each.
+#[derive(Debug, Clone, Copy)]
+pub struct Formats {
+    /// Native protocol JSON push.
+    pub native: FormatId,
+    /// SSE `data:` event carrying the native push.
+    pub sse: FormatId,
+    /// Event-server `{"type":"event",…}`.
+    pub event_server: FormatId,
+}
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct Shared {
+    /// The loaded configuration.
+    pub config: Config,
+    /// Channels and subscriptions.
+    pub hub: Hub<Outbox>,
+    /// Wire formats registered in the hub.
+    pub formats: Formats,
+    /// Namespace rules.
+    pub namespaces: Namespaces,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Connection limits.
+    pub limiter: ConnLimiter,
+    /// Accepted API keys.
+    pub api_keys: HashSet<String>,
+    /// Static connection tokens → identity.
+    pub identities: HashMap<String, Arc<Identity>>,
+    /// The event-server token file, when configured.
+    pub event_tokens: Option<TokenFile>,
+    next_conn: AtomicU64,
+}
+
+/// Shared state handle.
+pub type AppState = Arc<Shared>;
+
+impl Shared {
+    /// Builds the state from a validated config and the effective API keys.
+    pub fn new(config: Config, api_keys: HashSet<String>) -> Self {
+        let hub = Hub::new(vec![
+            Box::new(crate::dialects::native::encode_push),
+            Box::new(crate::sse::encode_event),
+            Box::new(crate::dialects::event_server::encode_event),
+        ]);
+        let formats = Formats { native: hub.format(0), sse: hub.format(1), event_server: hub.format(2) };
+        let identities =
+            config.auth.tokens.iter().map(|t| (t.token.clone(), Arc::new(t.identity()))).collect();
+        let event_tokens = config.event_server.tokens_file.clone().map(TokenFile::new);
+        let limiter = ConnLimiter::new(config.limits.max_connections, config.limits.max_connections_per_ip);
+        Self {
+            namespaces: config.namespaces(),
+            config,
+            hub,
+            formats,
+            metrics: Arc::new(Metrics::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            limiter,
+            api_keys,
+            identities,
+            event_tokens,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Publishes and counts.
+    pub fn publish(&self, p: &Publication) -> PublishStats {
+        let st = self.hub.publish(p);
+        let m = &self.metrics;
+        m.publications.fetch_add(1, Ordering::Relaxed);
+        m.deliveries.fetch_add(st.delivered as u64, Ordering::Relaxed);
+        m.dropped.fetch_add(st.dropped as u64, Ordering::Relaxed);
+        st
+    }
+
+    /// Counts an error about to be sent and passes it through.
+    pub fn count_error(&self, e: ProtoError) -> ProtoError {
+        self.metrics.error(e.code);
+        e
+    }
+
+    /// A new outbox sized by config.
+    pub fn new_outbox(&self) -> Arc<Outbox> {
+        Arc::new(Outbox::new(self.config.websocket.outbound_queue))
+    }
+
+    /// Encodes a publication for the native protocol outside fan-out.
+    pub fn native_frame(&self, p: &Publication) -> Frame {
+        self.hub.encode(self.formats.native, p)
+    }
+}
+
+/// Limits open connections in total and per IP address.
+#[derive(Debug)]
+pub struct ConnLimiter {
+    max_total: usize,
+    max_per_ip: usize,
+    state: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Holds one connection slot; releases it when dropped.
+#[derive(Debug)]
+pub struct ConnSlot {
+    state: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl ConnLimiter {
+    fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self { max_total, max_per_ip, state: Mutex::new((0, HashMap::new())) }
+    }
+
+    /// Takes a slot for `ip`, or explains which limit is reached.
+    pub fn acquire(state: &AppState, ip: IpAddr) -> Result<ConnSlot, ProtoError> {
+        let l = &state.limiter;
+        let mut st = l.state.lock();
+        if st.0 >= l.max_total {
+            return Err(ProtoError::new(
+                ErrorCode::TooManyConnections,
+                "the server has too many connections",
+            ));
+        }
+        let per = st.1.entry(ip).or_insert(0);
+        if *per >= l.max_per_ip {
+            return Err(ProtoError::new(
+                ErrorCode::TooManyConnections,
+                "too many connections from this address",
+            ));
+        }
+        *per += 1;
+        st.0 += 1;
+        Ok(ConnSlot { state: Arc::clone(state), ip })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut st = self.state.limiter.state.lock();
+        st.0 -= 1;
+        if let Some(n) = st.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                st.1.remove(&self.ip);
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Shared helpers of the integration tests: start a real server on port 0 and talk to it
+//! with real WebSocket and HTTP clients.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tether_server::{Config, RunningServer};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+/// Generous upper bound for anything the tests wait for; never a measured time.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A config for tests: port 0, one API key, a `chat` namespace with client publishing.
+pub fn config() -> Config {
+    let mut c = Config::from_toml(
+        r#"
+        listen = "127.0.0.1:0"
+        api_keys = ["test-api-key-0123456789"]
+        [namespaces.chat]
+        allow_publish = true
+        "#,
+        std::path::Path::new("test.toml"),
+    )
+    .expect("test config");
+    c.data_dir = std::env::temp_dir().join("tether-test-data");
+    c
+}
+
+pub async fn start(config: Config) -> RunningServer {
+    let keys: HashSet<String> = config.api_keys.iter().cloned().collect();
+    RunningServer::start(config, keys).await.expect("server starts")
+}
+
+pub async fn ws(server: &RunningServer, path: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{path}", server.addr)).await.expect("ws connects");
+    ws
+}
+
+pub async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.into())).await.expect("send");
+}
+
+/// The next text frame, skipping heartbeats; panics on timeout or close.
+pub async fn recv_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next()).await.expect("frame within WAIT").expect("open").expect("ok");
+        match msg {
+            Message::Text(t) => {
+                if t.as_str() == r#"{"push":"ping"}"# {
+                    continue;
+                }
+                return t.to_string();
+            }
+            Message::Close(f) => panic!("unexpected close {f:?}"),
+            _ => {}
+        }
+    }
+}
+
+pub async fn recv_json(ws: &mut Ws) -> Value {
+    serde_json::from_str(&recv_text(ws).await).expect("json frame")
+}
+
+/// Waits for the close frame and returns its code.
+pub async fn recv_close(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("close within WAIT") {
+            Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Opens `/ws` and sends `connect`, asserting success.
+pub async fn native(server: &RunningServer) -> Ws {
+    let mut ws = ws(server, "/ws").await;
+    send(&mut ws, r#"{"id":1,"op":"connect"}"#).await;
+    let r = recv_json(&mut ws).await;
+    assert_eq!(r["id"], 1, "{r}");
+    assert!(r.get("result").is_some(), "{r}");
+    ws
+}
+
+/// Sends a request and returns its reply (asserting the id matches).
+pub async fn request(ws: &mut Ws, id: u64, body: Value) -> Value {
+    let mut body = body;
+    body["id"] = Value::from(id);
+    send(ws, &body.to_string()).await;
+    let r = recv_json(ws).await;
+    assert_eq!(r["id"], id, "reply correlates: {r}");
+    r
+}
+
+/// A raw HTTP request with a JSON body; returns status and body text.
+pub async fn http(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let mut req = hyper::Request::builder().method(method).uri(format!("http://{}{path}", server.addr));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(bytes::Bytes::from(body.to_owned()))).expect("request");
+    let resp = tokio::time::timeout(WAIT, client.request(req)).await.expect("reply within WAIT").expect("http");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// POST to the API with the test key and a JSON content type.
+pub async fn api(server: &RunningServer, path: &str, body: &str) -> (u16, String) {
+    let auth = format!("Bearer {API_KEY}");
+    http(server, "POST", path, &[("authorization", &auth), ("content-type", "application/json")], body).await
+}
