@@ -303,3 +303,210 @@ pub async fn run<S, D>(
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop driven through in-memory channels with a paused clock: timing behaviour
+    //! is checked exactly, without sleeping.
+
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// An in-memory socket: the test feeds inbound messages and reads what the loop sent.
+    struct FakeSocket {
+        inbound: mpsc::UnboundedReceiver<Result<Message, axum::Error>>,
+        outbound: mpsc::UnboundedSender<Message>,
+    }
+
+    impl Stream for FakeSocket {
+        type Item = Result<Message, axum::Error>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.inbound.poll_recv(cx)
+        }
+    }
+
+    impl Sink<Message> for FakeSocket {
+        type Error = axum::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            self.outbound.send(item).map_err(axum::Error::new)
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Echoes text, counts closes.
+    struct TestDialect {
+        closed: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Dialect for TestDialect {
+        fn idle_timeout(&self) -> (Duration, u16) {
+            (Duration::from_secs(10), close::IDLE_TIMEOUT)
+        }
+        fn heartbeat(&self) -> Heartbeat {
+            Heartbeat::App(Utf8Bytes::from_static("hb"))
+        }
+        fn on_text(&mut self, text: Utf8Bytes, out: &mut Vec<Message>) -> Flow {
+            out.push(Message::Text(text));
+            Flow::Continue
+        }
+        fn on_rate_limited(&mut self, _text: &str, out: &mut Vec<Message>) {
+            out.push(Message::Text(Utf8Bytes::from_static("limited")));
+        }
+        fn on_close(&mut self) {
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    struct Harness {
+        to_loop: mpsc::UnboundedSender<Result<Message, axum::Error>>,
+        from_loop: mpsc::UnboundedReceiver<Message>,
+        outbox: Arc<Outbox>,
+        shutdown: CancellationToken,
+        closed: Arc<std::sync::atomic::AtomicBool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn harness(cfg: LoopConfig, queue: usize) -> Harness {
+        let (to_loop, inbound) = mpsc::unbounded_channel();
+        let (outbound, from_loop) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox::new(queue));
+        let shutdown = CancellationToken::new();
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(run(
+            FakeSocket { inbound, outbound },
+            TestDialect { closed: Arc::clone(&closed) },
+            Arc::clone(&outbox),
+            cfg,
+            shutdown.clone(),
+            Arc::new(Metrics::new()),
+        ));
+        Harness { to_loop, from_loop, outbox, shutdown, closed, task }
+    }
+
+    fn cfg() -> LoopConfig {
+        LoopConfig {
+            ping_interval: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(1),
+            rate: 0,
+            burst: 1,
+        }
+    }
+
+    fn text(m: &Message) -> &str {
+        match m {
+            Message::Text(t) => t.as_str(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    fn close_code(m: &Message) -> u16 {
+        match m {
+            Message::Close(Some(f)) => f.code,
+            other => panic!("expected close, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_every_interval_then_idle_close() {
+        let mut h = harness(LoopConfig { ping_interval: Duration::from_secs(4), ..cfg() }, 8);
+        let start = Instant::now();
+        let m = h.from_loop.recv().await.unwrap();
+        assert_eq!(text(&m), "hb");
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        let m = h.from_loop.recv().await.unwrap();
+        assert_eq!(text(&m), "hb");
+        assert_eq!(start.elapsed(), Duration::from_secs(8));
+        // Idle timeout is 10 s after the last inbound message (none): close 4001 at 10 s.
+        let m = h.from_loop.recv().await.unwrap();
+        assert_eq!(close_code(&m), close::IDLE_TIMEOUT);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        drop(h.to_loop);
+        h.task.await.unwrap();
+        assert!(h.closed.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn inbound_traffic_postpones_idle_close() {
+        let mut h = harness(LoopConfig { ping_interval: Duration::from_secs(60), ..cfg() }, 8);
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        h.to_loop.send(Ok(Message::Text("a".into()))).unwrap();
+        assert_eq!(text(&h.from_loop.recv().await.unwrap()), "a");
+        let m = h.from_loop.recv().await.unwrap();
+        assert_eq!(close_code(&m), close::IDLE_TIMEOUT);
+        assert_eq!(start.elapsed(), Duration::from_secs(18));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outbox_frames_are_written_in_order() {
+        use tether_engine::Sink as _;
+        let mut h = harness(cfg(), 8);
+        for s in ["1", "2", "3"] {
+            assert!(h.outbox.push(&Frame::now(s.to_owned())));
+        }
+        for s in ["1", "2", "3"] {
+            assert_eq!(text(&h.from_loop.recv().await.unwrap()), s);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overflow_closes_as_slow_consumer() {
+        use tether_engine::Sink as _;
+        let mut h = harness(cfg(), 2);
+        // Fill beyond capacity before the loop gets to run.
+        let accepted: Vec<bool> = (0..4).map(|i| h.outbox.push(&Frame::now(i.to_string()))).collect();
+        assert_eq!(accepted, [true, true, false, false]);
+        let m = h.from_loop.recv().await.unwrap();
+        assert_eq!(close_code(&m), close::SLOW_CONSUMER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_closes_with_1001() {
+        let mut h = harness(cfg(), 2);
+        h.shutdown.cancel();
+        let m = h.from_loop.recv().await.unwrap();
+        assert_eq!(close_code(&m), close::GOING_AWAY);
+        // The loop waits for the peer's close reply, bounded by the grace period.
+        h.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_refuses_then_closes() {
+        let mut h = harness(LoopConfig { rate: 1, burst: 2, ..cfg() }, 8);
+        for _ in 0..(2 + RATE_LIMIT_STRIKES + 1) {
+            h.to_loop.send(Ok(Message::Text("x".into()))).unwrap();
+        }
+        let mut texts = Vec::new();
+        let code = loop {
+            match h.from_loop.recv().await.unwrap() {
+                Message::Text(t) => texts.push(t.to_string()),
+                m => break close_code(&m),
+            }
+        };
+        assert_eq!(&texts[..2], ["x", "x"]);
+        assert!(texts[2..].iter().all(|t| t == "limited"));
+        assert_eq!(texts.len(), 2 + usize::try_from(RATE_LIMIT_STRIKES).unwrap() + 1);
+        assert_eq!(code, close::RATE_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peer_close_ends_the_loop_after_the_stream_ends() {
+        let h = harness(cfg(), 2);
+        h.to_loop.send(Ok(Message::Close(None))).unwrap();
+        drop(h.to_loop);
+        h.task.await.unwrap();
+        assert!(h.closed.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}

@@ -41,7 +41,8 @@ pub async fn start(config: Config) -> RunningServer {
 }
 
 pub async fn ws(server: &RunningServer, path: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{path}", server.addr)).await.expect("ws connects");
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}{path}", server.addr)).await.expect("ws connects");
     ws
 }
 
@@ -52,7 +53,11 @@ pub async fn send(ws: &mut Ws, text: &str) {
 /// The next text frame, skipping heartbeats; panics on timeout or close.
 pub async fn recv_text(ws: &mut Ws) -> String {
     loop {
-        let msg = tokio::time::timeout(WAIT, ws.next()).await.expect("frame within WAIT").expect("open").expect("ok");
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("frame within WAIT")
+            .expect("open")
+            .expect("ok");
         match msg {
             Message::Text(t) => {
                 if t.as_str() == r#"{"push":"ping"}"# {
@@ -117,7 +122,8 @@ pub async fn http(
         req = req.header(*k, *v);
     }
     let req = req.body(Full::new(bytes::Bytes::from(body.to_owned()))).expect("request");
-    let resp = tokio::time::timeout(WAIT, client.request(req)).await.expect("reply within WAIT").expect("http");
+    let resp =
+        tokio::time::timeout(WAIT, client.request(req)).await.expect("reply within WAIT").expect("http");
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
