@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tether_engine::TokenBucket;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -181,15 +181,28 @@ pub async fn run<S, D>(
     let mut batch: VecDeque<Frame> = VecDeque::new();
     let mut out: Vec<Message> = Vec::new();
 
+    // Both futures are created once and polled across iterations: re-creating them per
+    // iteration would touch the timer wheel and the shared token's waiter list for every
+    // batch written.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let timer = tokio::time::sleep_until(next_ping);
+    tokio::pin!(timer);
+
     let exit = loop {
         let (idle, idle_code) = dialect.idle_timeout();
         let idle_deadline = last_seen + idle;
         let heartbeat = dialect.heartbeat();
         let wake =
             if matches!(heartbeat, Heartbeat::Off) { idle_deadline } else { idle_deadline.min(next_ping) };
+        // Inbound traffic only moves the idle deadline later; rather than touch the timer
+        // for every message, let it fire early and re-arm it then.
+        if wake < timer.deadline() || timer.is_elapsed() {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => break Exit::Close(close::GOING_AWAY, "server shutting down; reconnect"),
+            () = &mut cancelled => break Exit::Close(close::GOING_AWAY, "server shutting down; reconnect"),
             taken = outbox.take(&mut batch) => {
                 if taken == Err(Overflowed) {
                     break Exit::Close(close::SLOW_CONSUMER, "slow consumer");
@@ -202,7 +215,7 @@ pub async fn run<S, D>(
                         Err(_) => break Exit::Close(close::SLOW_CONSUMER, "slow consumer"),
                     },
                     () = outbox.overflowed() => break Exit::Close(close::SLOW_CONSUMER, "slow consumer"),
-                    () = shutdown.cancelled() => break Exit::Close(close::GOING_AWAY, "server shutting down; reconnect"),
+                    () = &mut cancelled => break Exit::Close(close::GOING_AWAY, "server shutting down; reconnect"),
                 }
                 if batch.capacity() > 256 {
                     batch = VecDeque::new();
@@ -255,7 +268,7 @@ pub async fn run<S, D>(
                     break Exit::Close(code, reason);
                 }
             }
-            () = sleep_until(wake) => {
+            () = &mut timer => {
                 let now = Instant::now();
                 if now >= idle_deadline {
                     break Exit::Close(idle_code, "idle timeout");
