@@ -1,6 +1,7 @@
 //! Channel names and namespaces.
 //!
-//! Grammar (documented in `docs/protocol.md`, property-tested in `tests/grammar.rs`):
+//! Grammar (documented in `docs/grammar.md`, property-tested in `tests/grammar.rs`). Whatever
+//! precedes the first `:` must be a valid namespace:
 //!
 //! ```text
 //! channel   = [ namespace ":" ] rest

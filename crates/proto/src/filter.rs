@@ -704,7 +704,7 @@ mod tests {
         let huge = "x".repeat(10_000);
         let inputs = [
             String::new(),
-            huge.clone(),
+            huge,
             format!("a=\"{}", "y".repeat(1000)),
             format!("{}=1", "k".repeat(1000)),
             format!("a={}", "v".repeat(1000)),

@@ -33,6 +33,15 @@ pub enum TagsError {
     DuplicateKey(String),
 }
 
+/// At most 32 characters of `s`, marked when cut, so errors never echo large input.
+fn snippet(s: &str) -> String {
+    let mut out: String = s.chars().take(32).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// True if `key` is a valid tag (and filter) key: 1-64 of `A-Z a-z 0-9 _ - .`.
 pub fn is_valid_key(key: &str) -> bool {
     !key.is_empty()
@@ -63,10 +72,10 @@ impl Tags {
         }
         for (k, val) in &v {
             if !is_valid_key(k) {
-                return Err(TagsError::InvalidKey(k.clone()));
+                return Err(TagsError::InvalidKey(snippet(k)));
             }
             if val.len() > MAX_TAG_VALUE_LEN {
-                return Err(TagsError::ValueTooLong(k.clone()));
+                return Err(TagsError::ValueTooLong(snippet(k)));
             }
         }
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -153,6 +162,9 @@ mod tests {
     fn rejects() {
         assert!(matches!(Tags::from_pairs([("a b", "1")]), Err(TagsError::InvalidKey(_))));
         assert!(matches!(Tags::from_pairs([("a", "1"), ("a", "2")]), Err(TagsError::DuplicateKey(_))));
+        let huge = "k ".repeat(10_000);
+        let msg = Tags::from_pairs([(huge.as_str(), "v")]).unwrap_err().to_string();
+        assert!(msg.len() < 120, "error echoes at most a snippet: {msg}");
         assert!(serde_json::from_str::<Tags>(r#"{"a":1}"#).is_err());
         assert!(serde_json::from_str::<Tags>(r#"{"a":"x","a":"y"}"#).is_err());
         let many: String = (0..33).map(|i| format!("\"k{i}\":\"v\"")).collect::<Vec<_>>().join(",");

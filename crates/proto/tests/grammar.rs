@@ -97,9 +97,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         usize::try_from(self.next() % n as u64).unwrap()
     }
-    fn coin(&mut self) -> bool {
-        self.next() & 1 == 1
-    }
     fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             v.swap(i, self.below(i + 1));
@@ -156,44 +153,59 @@ fn surface(ast: &Ast, seed: u64) -> String {
 
 fn key_strategy() -> impl Strategy<Value = String> {
     prop_oneof![
-        3 => "[a-z]{1,3}",
+        3 => bytes_string(b"abcdefghijklmnopqrstuvwxyz", 1..=3),
         1 => Just("in".to_owned()),
         1 => Just("IN".to_owned()),
-        2 => "[A-Za-z0-9_.-]{1,64}",
-        1 => "[A-Za-z0-9_.-]{64}",
+        2 => bytes_string(KEY_BYTES, 1..=MAX_TAG_KEY_LEN),
+        1 => long_string(KEY_BYTES, MAX_TAG_KEY_LEN..=MAX_TAG_KEY_LEN),
     ]
 }
 
 fn value_strategy() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => "[A-Za-z0-9_.:@/+-]{1,12}",
+        4 => bytes_string(BARE_BYTES, 1..=12),
         1 => Just(String::new()),
         1 => Just("in".to_owned()),
-        2 => "[a-z \"\\\\,()=]{0,8}",
+        2 => bytes_string(b"abxyz \"\\,()=", 0..=8),
         2 => prop::collection::vec(any::<char>(), 0..8).prop_map(String::from_iter),
-        1 => "[a-z]{256}",
-        1 => "é{128}",
+    ]
+}
+
+fn long_value_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        long_string(BARE_BYTES, MAX_VALUE_LEN - 8..=MAX_VALUE_LEN),
+        long_string(b"ab \"\\", MAX_VALUE_LEN - 8..=MAX_VALUE_LEN),
+        Just("é".repeat(MAX_VALUE_LEN / 2)),
     ]
 }
 
 fn ast_strategy() -> impl Strategy<Value = Ast> {
     let general = prop::collection::btree_map(
         key_strategy(),
-        prop::collection::btree_set(value_strategy(), 1..=6),
-        1..=MAX_PREDICATES,
+        prop::collection::btree_set(value_strategy(), 1..=4),
+        1..=10,
     );
-    // The largest shapes the limits allow: 16 predicates, or one list of 64 values.
+    // The largest shapes the limits allow: 16 predicates, one list of up to 64 values,
+    // values of up to 256 bytes.
     let many_preds = prop::collection::btree_map(
-        "[a-z]{1,4}",
-        prop::collection::btree_set("[a-z0-9]{1,3}", 1..=3),
+        key_strategy(),
+        prop::collection::btree_set(value_strategy(), 1..=2),
         MAX_PREDICATES,
     );
     let long_list = prop::collection::btree_map(
         key_strategy(),
-        prop::collection::btree_set("[a-z0-9]{1,4}|\"[a-z]?\"", MAX_IN_VALUES - 8..=MAX_IN_VALUES),
+        prop::collection::btree_set(
+            prop_oneof![9 => bytes_string(b"abcdefghij0123456789", 2..=4), 1 => value_strategy()],
+            MAX_IN_VALUES - 16..=MAX_IN_VALUES,
+        ),
         1..=2,
     );
-    prop_oneof![6 => general, 1 => many_preds, 1 => long_list]
+    let long_values = prop::collection::btree_map(
+        key_strategy(),
+        prop::collection::btree_set(prop_oneof![value_strategy(), long_value_strategy()], 1..=2),
+        1..=3,
+    );
+    prop_oneof![4 => general, 1 => many_preds, 1 => long_list, 1 => long_values]
         .prop_filter("canonical form within the limit", |ast| ref_canonical(ast).len() <= MAX_FILTER_LEN)
 }
 
@@ -210,9 +222,8 @@ fn match_case_strategy() -> impl Strategy<Value = (Ast, BTreeMap<String, String>
             // Make some predicates hold by copying one of their values into the tags.
             for ((k, vs), (pick, idx)) in ast.iter().zip(picks) {
                 if pick {
-                    let vs: Vec<&String> = vs.iter().collect();
-                    let chosen: &String = *idx.get(&vs);
-                    tags.insert(k.clone(), chosen.clone());
+                    let vs: Vec<String> = vs.iter().cloned().collect();
+                    tags.insert(k.clone(), idx.get(&vs).clone());
                 }
             }
             (ast, tags)
@@ -409,6 +420,18 @@ fn bytes_string(alphabet: &'static [u8], len: std::ops::RangeInclusive<usize>) -
         .boxed()
 }
 
+/// Long strings over `alphabet`, cheaply: a short random pattern repeated to a length in
+/// `len`.
+fn long_string(alphabet: &'static [u8], len: std::ops::RangeInclusive<usize>) -> BoxedStrategy<String> {
+    (bytes_string(alphabet, 1..=5), len)
+        .prop_map(|(pattern, n)| {
+            let mut s = pattern.repeat(n);
+            s.truncate(n);
+            s
+        })
+        .boxed()
+}
+
 /// Valid channel names: with a namespace (the rest may contain more `:`), or without
 /// one (then there is no `:` at all).
 fn channel_strategy() -> impl Strategy<Value = String> {
@@ -446,7 +469,7 @@ proptest! {
     fn channel_valid_names_parse(s in channel_strategy()) {
         let c = ChannelName::parse(&s).map_err(|e| TestCaseError::fail(format!("{s:?}: {e}")))?;
         prop_assert_eq!(c.as_str(), s.as_str());
-        prop_assert_eq!(c.to_string(), s.clone());
+        prop_assert_eq!(c.to_string(), s.as_str());
         let recombined = match c.namespace() {
             Some(ns) => format!("{ns}:{}", c.local_name()),
             None => c.local_name().to_owned(),
@@ -498,8 +521,8 @@ proptest! {
 fn tag_key_strategy() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z]{1,3}",
-        "[A-Za-z0-9_.-]{1,64}",
-        bytes_string(KEY_BYTES, MAX_TAG_KEY_LEN..=MAX_TAG_KEY_LEN),
+        bytes_string(KEY_BYTES, 1..=MAX_TAG_KEY_LEN),
+        long_string(KEY_BYTES, MAX_TAG_KEY_LEN..=MAX_TAG_KEY_LEN),
     ]
 }
 
@@ -508,7 +531,7 @@ fn tag_value_strategy() -> impl Strategy<Value = String> {
         "[a-z0-9]{0,8}",
         // At most 64 chars of at most 4 bytes: always within the 256-byte limit.
         prop::collection::vec(any::<char>(), 0..=64).prop_map(String::from_iter),
-        "[a-z]{256}",
+        long_string(b"abc \"\\", MAX_TAG_VALUE_LEN - 4..=MAX_TAG_VALUE_LEN),
     ]
 }
 
