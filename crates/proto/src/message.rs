@@ -84,7 +84,8 @@ struct RawFrame<'a> {
     channel: Option<&'a RawValue>,
     #[serde(borrow, default)]
     filter: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// `null` is a valid payload, so it must not collapse into "absent".
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     tags: Option<&'a RawValue>,
@@ -92,6 +93,10 @@ struct RawFrame<'a> {
     token: Option<&'a RawValue>,
     #[serde(borrow, default)]
     identity: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Why a frame could not be decoded. Carries the request id when it could be read, so the
@@ -351,6 +356,12 @@ mod tests {
             decode_err(r#"{"id":5,"op":"publish","channel":"a"}"#),
             (Some(5), ErrorCode::InvalidMessage)
         );
+        match decode_client_frame(r#"{"id":5,"op":"publish","channel":"a","data":null}"#) {
+            Ok(ClientFrame::Request { request: Request::Publish { data, .. }, .. }) => {
+                assert_eq!(&*data, "null")
+            }
+            other => panic!("null is a payload: {other:?}"),
+        }
         assert_eq!(
             decode_err(r#"{"id":5,"op":"publish","channel":"a","data":1,"tags":{"k":1}}"#),
             (Some(5), ErrorCode::InvalidTags)

@@ -82,20 +82,24 @@ pub async fn serve(
     };
     let drain = Duration::from_millis(state.config.shutdown.drain_timeout_ms);
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    // One drain budget for HTTP and upgraded connections together, counted from the
+    // moment shutdown starts.
+    let drained = async {
+        let r = server.await;
+        state.tasks.close();
+        state.tasks.wait().await;
+        r
+    };
     let deadline = async {
         token.cancelled().await;
         tokio::time::sleep(drain).await;
     };
     tokio::select! {
-        r = server => r?,
-        () = deadline => tracing::warn!("drain timeout reached; dropping remaining HTTP connections"),
-    }
-    state.tasks.close();
-    if tokio::time::timeout(drain, state.tasks.wait()).await.is_err() {
-        tracing::warn!(
+        r = drained => r?,
+        () = deadline => tracing::warn!(
             remaining = state.tasks.len(),
             "drain timeout reached; dropping remaining connections"
-        );
+        ),
     }
     Ok(())
 }

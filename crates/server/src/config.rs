@@ -68,8 +68,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Connection authentication.
     pub auth: AuthConfig,
-    /// Options of channels without a namespace; absent disables such channels.
-    pub default_namespace: Option<NamespaceConfig>,
+    /// Options of channels without a namespace (`enabled = false` rejects such channels).
+    pub default_namespace: NamespaceConfig,
     /// Named namespaces.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// The event-server dialect (`POST /event`, `/events`).
@@ -92,7 +92,7 @@ impl Default for Config {
             sse: SseConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
-            default_namespace: Some(NamespaceConfig::default()),
+            default_namespace: NamespaceConfig::default(),
             namespaces: BTreeMap::new(),
             event_server: EventServerConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -265,6 +265,8 @@ impl TokenIdentity {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NamespaceConfig {
+    /// Accept channels in this namespace at all (otherwise `unknown_namespace`).
+    pub enabled: bool,
     /// May connected clients publish?
     pub allow_publish: bool,
     /// May connections without identity subscribe?
@@ -279,6 +281,7 @@ impl Default for NamespaceConfig {
     fn default() -> Self {
         let d = NamespaceOptions::default();
         Self {
+            enabled: true,
             allow_publish: d.allow_publish,
             allow_anonymous_subscribe: d.allow_anonymous_subscribe,
             max_subscribers: d.max_subscribers,
@@ -373,18 +376,29 @@ impl Config {
         validate_namespace(&self.event_server.namespace)
             .map_err(|e| invalid(format!("event_server.namespace: {e}")))?;
         for k in &self.api_keys {
-            if k.len() < 16 {
+            if k.chars().count() < 16 {
                 return Err(invalid("api_keys: every key must be at least 16 characters".to_owned()));
             }
         }
+        let mut seen = std::collections::HashSet::new();
         for t in &self.auth.tokens {
             if t.token.chars().count() < 16 {
                 return Err(invalid("auth.tokens: every token must be at least 16 characters".to_owned()));
             }
+            if !seen.insert(t.token.as_str()) {
+                return Err(invalid("auth.tokens: the same token appears twice".to_owned()));
+            }
             t.identity().validate().map_err(|m| invalid(format!("auth.tokens: {m}")))?;
         }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(format!("log.level: '{}' is not a valid filter", self.log.level)));
+        }
         let ws = &self.websocket;
-        if ws.ping_interval_ms == 0 || ws.pong_timeout_ms == 0 || ws.connect_timeout_ms == 0 {
+        if ws.ping_interval_ms == 0
+            || ws.pong_timeout_ms == 0
+            || ws.connect_timeout_ms == 0
+            || ws.write_timeout_ms == 0
+        {
             return Err(invalid("websocket: intervals and timeouts must be above 0".to_owned()));
         }
         if ws.outbound_queue == 0 {
@@ -404,15 +418,20 @@ impl Config {
     /// The namespace table the engine uses. The event-server namespace is added with
     /// anonymous subscribing off when it is not configured explicitly.
     pub fn namespaces(&self) -> Namespaces {
-        let mut named: std::collections::HashMap<String, NamespaceOptions> =
-            self.namespaces.iter().map(|(k, v)| (k.clone(), NamespaceOptions::from(v))).collect();
-        if self.event_server.enabled {
+        let mut named: std::collections::HashMap<String, NamespaceOptions> = self
+            .namespaces
+            .iter()
+            .filter(|(_, v)| v.enabled)
+            .map(|(k, v)| (k.clone(), NamespaceOptions::from(v)))
+            .collect();
+        if self.event_server.enabled && !self.namespaces.contains_key(&self.event_server.namespace) {
             named.entry(self.event_server.namespace.clone()).or_insert(NamespaceOptions {
                 allow_anonymous_subscribe: false,
                 ..NamespaceOptions::default()
             });
         }
-        Namespaces { default: self.default_namespace.as_ref().map(NamespaceOptions::from), named }
+        let default = self.default_namespace.enabled.then(|| NamespaceOptions::from(&self.default_namespace));
+        Namespaces { default, named }
     }
 }
 
@@ -443,6 +462,19 @@ mod tests {
         assert!(ns.named["chat"].allow_publish);
         assert!(!ns.named["events"].allow_anonymous_subscribe);
         assert!(ns.default.is_some());
+        let c = Config::from_toml(
+            "[default_namespace]\nenabled = false\n[namespaces.x]\nenabled = false\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        let ns = c.namespaces();
+        assert!(ns.default.is_none());
+        assert!(!ns.named.contains_key("x"));
+        let dup =
+            "[[auth.tokens]]\ntoken = \"0123456789abcdef\"\n[[auth.tokens]]\ntoken = \"0123456789abcdef\"\n";
+        assert!(Config::from_toml(dup, Path::new("c")).unwrap_err().to_string().contains("twice"));
+        assert!(Config::from_toml("[log]\nlevel = \"=[\"\n", Path::new("c")).is_err());
+        assert!(Config::from_toml("[websocket]\nwrite_timeout_ms = 0\n", Path::new("c")).is_err());
         let e = Config::from_toml("[namespaces.\"a.b\"]\n", Path::new("c")).unwrap_err().to_string();
         assert!(e.contains("namespace 'a.b'"), "{e}");
         assert!(Config::from_toml("api_keys = [\"short\"]", Path::new("c")).is_err());

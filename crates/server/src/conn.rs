@@ -72,6 +72,12 @@ pub enum Heartbeat {
 pub trait Dialect: Send {
     /// Current idle timeout: the connection is closed if nothing arrives for this long.
     fn idle_timeout(&self) -> (Duration, u16);
+    /// A deadline counted from when the connection opened (not from the last frame), with
+    /// its close code: e.g. the time allowed to complete a handshake. `None` when there is
+    /// none (any more).
+    fn handshake_deadline(&self) -> Option<(Duration, u16)> {
+        None
+    }
     /// Heartbeat kind.
     fn heartbeat(&self) -> Heartbeat;
     /// Handles a text message; replies go to `out`.
@@ -190,8 +196,14 @@ pub async fn run<S, D>(
     tokio::pin!(timer);
 
     let exit = loop {
-        let (idle, idle_code) = dialect.idle_timeout();
-        let idle_deadline = last_seen + idle;
+        let (idle, mut idle_code) = dialect.idle_timeout();
+        let mut idle_deadline = last_seen + idle;
+        if let Some((limit, code)) = dialect.handshake_deadline() {
+            if start + limit < idle_deadline {
+                idle_deadline = start + limit;
+                idle_code = code;
+            }
+        }
         let heartbeat = dialect.heartbeat();
         let wake =
             if matches!(heartbeat, Heartbeat::Off) { idle_deadline } else { idle_deadline.min(next_ping) };
@@ -247,9 +259,16 @@ pub async fn run<S, D>(
                     Message::Binary(b) => {
                         metrics.bytes_in.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         if bucket.try_take(now_ms()) {
+                            strikes = 0;
                             dialect.on_binary(b, &mut out)
                         } else {
-                            Flow::Close(close::RATE_LIMIT, "rate limit exceeded")
+                            strikes += 1;
+                            dialect.on_rate_limited(std::str::from_utf8(&b).unwrap_or(""), &mut out);
+                            if strikes > RATE_LIMIT_STRIKES {
+                                Flow::Close(close::RATE_LIMIT, "rate limit exceeded")
+                            } else {
+                                Flow::Continue
+                            }
                         }
                     }
                     // The library answers pings and close frames itself; we keep reading

@@ -68,7 +68,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tether-keys-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let first = resolve(&[], &dir).unwrap();
-        let key = first.generated.clone().unwrap();
+        let key = first.generated.unwrap();
         assert_eq!(key.len(), 64);
         let second = resolve(&[], &dir).unwrap();
         assert!(second.generated.is_none());

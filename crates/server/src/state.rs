@@ -142,6 +142,12 @@ impl ConnLimiter {
 
     /// Takes a slot for `ip`, or explains which limit is reached.
     pub fn acquire(state: &AppState, ip: IpAddr) -> Result<ConnSlot, ProtoError> {
+        if state.shutdown.is_cancelled() {
+            return Err(ProtoError::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect elsewhere",
+            ));
+        }
         let l = &state.limiter;
         let mut st = l.state.lock();
         if st.0 >= l.max_total {

@@ -373,3 +373,50 @@ async fn connection_limits_refuse_before_upgrade() {
         other => panic!("expected HTTP 503, got {other:?}"),
     }
 }
+
+// Regression: the connect deadline used to restart with every frame, so an unauthenticated
+// client could stay forever by sending failing requests.
+#[tokio::test]
+async fn connect_deadline_counts_from_socket_open_not_from_the_last_frame() {
+    let mut c = config();
+    c.websocket.connect_timeout_ms = 300;
+    let server = start(c).await;
+    let mut ws = ws(&server, "/ws").await;
+    let mut id = 0u64;
+    let code = loop {
+        id += 1;
+        if ws.send(Message::Text(format!(r#"{{"id":{id},"op":"ping"}}"#).into())).await.is_err() {
+            break recv_close(&mut ws).await;
+        }
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws))
+            .await
+            .expect("reply or close")
+        {
+            Some(Ok(Message::Text(t))) => assert!(t.contains("not_connected"), "{t}"),
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(id < 10_000, "never closed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(code, Some(4004));
+}
+
+#[tokio::test]
+async fn null_is_a_valid_payload() {
+    let server = start(config()).await;
+    let mut ws = native(&server).await;
+    request(&mut ws, 2, json!({"op":"subscribe","channel":"chat:n"})).await;
+    let r = request(&mut ws, 3, json!({"op":"publish","channel":"chat:n","data":null})).await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert_eq!(recv_json(&mut ws).await, json!({"push":"pub","channel":"chat:n","data":null}));
+}
+
+#[tokio::test]
+async fn a_plain_get_on_ws_gets_a_json_error() {
+    let server = start(config()).await;
+    let (status, body) = http(&server, "GET", "/ws", &[], "").await;
+    assert_eq!(status, 400);
+    let v: Value = serde_json::from_str(&body).expect("JSON error body");
+    assert_eq!(v["code"], "invalid_message");
+}

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
@@ -37,10 +38,14 @@ impl Dialect for Echo {
 
 /// `GET /` (testing only): echo.
 pub async fn handler(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
+    let ws = match super::native::require_upgrade(&state, ws) {
+        Ok(ws) => ws,
+        Err(resp) => return resp,
+    };
     let slot = match ConnLimiter::acquire(&state, peer.ip()) {
         Ok(s) => s,
         Err(e) => return crate::api::limit_response(&state, e),

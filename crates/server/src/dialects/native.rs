@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
@@ -44,12 +45,31 @@ pub(crate) fn loop_config(state: &AppState) -> LoopConfig {
     }
 }
 
+/// A request that is not a valid WebSocket upgrade gets the usual JSON error, not axum's
+/// plain-text rejection.
+pub(crate) fn require_upgrade(
+    state: &AppState,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, Response> {
+    ws.map_err(|r| {
+        crate::api::ApiError(state.count_error(ProtoError::new(
+            ErrorCode::InvalidMessage,
+            format!("expected a WebSocket upgrade request: {}", r.body_text()),
+        )))
+        .into_response()
+    })
+}
+
 /// `GET /ws`: upgrades to the native protocol.
 pub async fn handler(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
+    let ws = match require_upgrade(&state, ws) {
+        Ok(ws) => ws,
+        Err(resp) => return resp,
+    };
     let slot = match ConnLimiter::acquire(&state, peer.ip()) {
         Ok(s) => s,
         Err(e) => return crate::api::limit_response(&state, e),
@@ -179,8 +199,9 @@ impl Session {
 
     fn publish(&self, channel: ChannelName, data: &str, tags: Tags) -> Result<(), ProtoError> {
         self.identity.as_ref().ok_or_else(not_connected)?;
-        self.state.namespaces.check_client_publish(&channel, data.len())?;
+        // Sizes are checked on the stored (minified) form, as the HTTP API does.
         let data = tether_proto::json::minify(data).into_owned().into_boxed_str();
+        self.state.namespaces.check_client_publish(&channel, data.len())?;
         self.state.publish(&Publication { channel, data: Some(data), tags, target: None });
         Ok(())
     }
@@ -215,11 +236,15 @@ fn not_connected() -> ProtoError {
 impl Dialect for Session {
     fn idle_timeout(&self) -> (Duration, u16) {
         let ws = &self.state.config.websocket;
-        if self.identity.is_some() {
-            (Duration::from_millis(ws.ping_interval_ms + ws.pong_timeout_ms), close::IDLE_TIMEOUT)
-        } else {
-            (Duration::from_millis(ws.connect_timeout_ms), close::CONNECT_TIMEOUT)
-        }
+        (Duration::from_millis(ws.ping_interval_ms + ws.pong_timeout_ms), close::IDLE_TIMEOUT)
+    }
+
+    fn handshake_deadline(&self) -> Option<(Duration, u16)> {
+        // Counted from the socket opening, so failed `connect` attempts cannot keep an
+        // unauthenticated connection alive.
+        self.identity.is_none().then(|| {
+            (Duration::from_millis(self.state.config.websocket.connect_timeout_ms), close::CONNECT_TIMEOUT)
+        })
     }
 
     fn heartbeat(&self) -> Heartbeat {
