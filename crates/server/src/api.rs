@@ -77,7 +77,12 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return Err(api_error(state, ErrorCode::Unauthenticated, "missing Authorization: Bearer <api key>"));
     };
-    let Some(key) = value.strip_prefix("Bearer ") else {
+    // The scheme is case-insensitive (RFC 9110 § 11.1), one or more spaces follow it.
+    let key = value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim_start_matches(' '));
+    let Some(key) = key else {
         return Err(api_error(state, ErrorCode::Unauthenticated, "expected Authorization: Bearer <api key>"));
     };
     let mut ok = false;
@@ -116,13 +121,37 @@ async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, 
 fn parse<'a, T: Deserialize<'a>>(state: &AppState, body: &'a [u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| api_error(state, ErrorCode::MalformedJson, "body is not valid UTF-8"))?;
+    if !is_object(text) {
+        // serde would also read a struct from a JSON array (positionally); only objects
+        // are requests.
+        return Err(match serde_json::from_str::<&RawValue>(text) {
+            Ok(_) => api_error(state, ErrorCode::InvalidMessage, "body must be a JSON object"),
+            Err(_) => api_error(state, ErrorCode::MalformedJson, "body is not valid JSON"),
+        });
+    }
     serde_json::from_str(text).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
+        // serde stops at the first error, so a missing or unknown field can be reported
+        // before the syntax error further on: classify by the whole text.
+        if e.is_syntax() || e.is_eof() || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
             api_error(state, ErrorCode::MalformedJson, "body is not valid JSON")
         } else {
             api_error(state, ErrorCode::InvalidMessage, strip_location(&e))
         }
     })
+}
+
+/// True if the JSON text is an object (it starts with `{`).
+fn is_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
+/// Decodes one item of a batch, which must be a publication object.
+fn decode_item<'a>(raw: &'a RawValue) -> Result<RawPublication<'a>, ProtoError> {
+    if !is_object(raw.get()) {
+        return Err(ProtoError::new(ErrorCode::InvalidMessage, "must be a JSON object"));
+    }
+    serde_json::from_str(raw.get())
+        .map_err(|e| ProtoError::new(ErrorCode::InvalidMessage, strip_location(&e)))
 }
 
 #[derive(Deserialize)]
@@ -154,8 +183,9 @@ struct RawBroadcast<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBatch<'a> {
+    /// Decoded one by one so that an error names the item.
     #[serde(borrow)]
-    publications: Vec<RawPublication<'a>>,
+    publications: Vec<&'a RawValue>,
 }
 
 fn decode_channel(raw: &RawValue) -> Result<ChannelName, ProtoError> {
@@ -244,6 +274,14 @@ pub async fn broadcast(State(state): State<AppState>, req: Request) -> Result<Re
         let p = decode_channel(c)
             .and_then(|ch| build(&state, ch, raw.data, tags.clone(), target.clone()))
             .map_err(|e| api_error(&state, e.code, format!("channels[{i}]: {}", e.message)))?;
+        // A repeated channel would deliver the payload twice to its subscribers.
+        if let Some(j) = pubs.iter().position(|q: &Publication| q.channel == p.channel) {
+            return Err(api_error(
+                &state,
+                ErrorCode::InvalidMessage,
+                format!("channels[{i}]: repeats channels[{j}]"),
+            ));
+        }
         pubs.push(p);
     }
     for p in &pubs {
@@ -266,7 +304,8 @@ pub async fn batch(State(state): State<AppState>, req: Request) -> Result<Respon
     }
     let mut pubs = Vec::with_capacity(raw.publications.len());
     for (i, r) in raw.publications.iter().enumerate() {
-        let p = build_one(&state, r)
+        let p = decode_item(r)
+            .and_then(|r| build_one(&state, &r))
             .map_err(|e| api_error(&state, e.code, format!("publications[{i}]: {}", e.message)))?;
         pubs.push(p);
     }

@@ -198,11 +198,11 @@ pub async fn run<S, D>(
     let exit = loop {
         let (idle, mut idle_code) = dialect.idle_timeout();
         let mut idle_deadline = last_seen + idle;
-        if let Some((limit, code)) = dialect.handshake_deadline() {
-            if start + limit < idle_deadline {
-                idle_deadline = start + limit;
-                idle_code = code;
-            }
+        if let Some((limit, code)) = dialect.handshake_deadline()
+            && start + limit < idle_deadline
+        {
+            idle_deadline = start + limit;
+            idle_code = code;
         }
         let heartbeat = dialect.heartbeat();
         let wake =

@@ -197,34 +197,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let rt = runtime()?;
     rt.block_on(async move {
+        let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "tether listening");
         let state = std::sync::Arc::new(tether_server::Shared::new(config, keys.keys));
-        tether_server::app::serve(listener, state, shutdown_signal()).await?;
+        tether_server::app::serve(listener, state, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Registers SIGTERM and SIGINT handlers immediately (before the listener accepts, so a
+/// signal can never hit the default action) and resolves on the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    })
 }

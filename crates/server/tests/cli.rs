@@ -33,6 +33,36 @@ impl Drop for Guard {
     }
 }
 
+/// Reads a pipe line by line on a thread, so no read can block a test forever.
+fn lines(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line, or a panic after `WAIT`.
+fn next_line(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    rx.recv_timeout(WAIT).expect("a line within WAIT")
+}
+
+/// Waits for the child to exit, or panics after `WAIT`.
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..1000 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("child did not exit");
+}
+
 async fn wait_healthy(port: u16) {
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
@@ -76,11 +106,8 @@ async fn first_start_generates_and_prints_a_key_once_then_sigterm_closes_with_10
             .unwrap()
     };
     let mut child = Guard(spawn());
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let mut printed = String::new();
-    for _ in 0..3 {
-        stdout.read_line(&mut printed).unwrap();
-    }
+    let out = lines(child.0.stdout.take().unwrap());
+    let printed: String = (0..3).map(|_| next_line(&out) + "\n").collect();
     let key = std::fs::read_to_string(dir.join("data/api-key")).unwrap().trim().to_owned();
     assert_eq!(key.len(), 64);
     assert!(printed.contains(&key), "{printed}");
@@ -107,22 +134,18 @@ async fn first_start_generates_and_prints_a_key_once_then_sigterm_closes_with_10
     };
     assert_eq!(code, Some(1001));
     drop(ws);
-    let exit = tokio::task::spawn_blocking(move || {
-        let s = child.0.wait().unwrap();
-        std::mem::forget(child);
-        s
-    })
-    .await
-    .unwrap();
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child.0)).await.unwrap();
     assert!(exit.success(), "{exit:?}");
 
     // Second start: the key is read back, not printed again.
     let mut child = Guard(spawn());
+    let out = lines(child.0.stdout.take().unwrap());
     wait_healthy(port).await;
     let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut rest).unwrap();
-    assert!(!rest.contains(&key), "key printed again: {rest}");
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child.0)).await.unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let rest: Vec<String> = out.try_iter().collect();
+    assert!(!rest.iter().any(|l| l.contains(&key)), "key printed again: {rest:?}");
 }
 
 // The server runs in this test's runtime, so every blocking pipe read happens on the
@@ -139,14 +162,9 @@ async fn publish_and_subscribe_commands_round_trip() {
             .spawn()
             .unwrap(),
     );
-    let mut err = BufReader::new(sub.0.stderr.take().unwrap());
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        line
-    })
-    .await
-    .unwrap();
+    let err = lines(sub.0.stderr.take().unwrap());
+    let out = lines(sub.0.stdout.take().unwrap());
+    let line = tokio::task::spawn_blocking(move || next_line(&err)).await.unwrap();
     assert!(line.contains("subscribed to news"), "{line}");
     let publish = |args: Vec<String>| {
         tokio::task::spawn_blocking(move || Command::new(BIN).arg("publish").args(args).output().unwrap())
@@ -156,14 +174,7 @@ async fn publish_and_subscribe_commands_round_trip() {
         let out = publish(args.iter().map(|s| (*s).to_owned()).collect()).await.unwrap();
         assert!(out.status.success(), "{out:?}");
     }
-    let mut stdout = BufReader::new(sub.0.stdout.take().unwrap());
-    let got = tokio::task::spawn_blocking(move || {
-        let mut got = String::new();
-        stdout.read_line(&mut got).unwrap();
-        got
-    })
-    .await
-    .unwrap();
+    let got = tokio::task::spawn_blocking(move || next_line(&out)).await.unwrap();
     assert_eq!(got.trim(), r#"{"n":2}"#, "only the publication matching the filter");
     let args = ["news", "x", "--url", &url, "--api-key", "wrong-key-0123456789"];
     let out = publish(args.iter().map(|s| (*s).to_owned()).collect()).await.unwrap();

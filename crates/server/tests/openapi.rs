@@ -546,7 +546,7 @@ async fn websockets(spec: &mut Spec, server: &RunningServer) {
     spec.assert_valid("/components/schemas/EventsDelivery", &delivery, "delivery");
     ev.close(None).await.expect("close");
 
-    // 400: not a WebSocket upgrade (plain text from the WebSocket layer).
+    // 400: not a WebSocket upgrade (a JSON error, like every other rejection).
     for path in ["/ws", "/events"] {
         let r = send(server, "GET", path, &[], "").await;
         assert_eq!(r.status, 400, "{path}: {r:?}");

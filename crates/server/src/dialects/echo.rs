@@ -44,7 +44,7 @@ pub async fn handler(
 ) -> Response {
     let ws = match super::native::require_upgrade(&state, ws) {
         Ok(ws) => ws,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let slot = match ConnLimiter::acquire(&state, peer.ip()) {
         Ok(s) => s,

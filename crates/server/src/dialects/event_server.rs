@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -49,11 +49,21 @@ pub fn encode_event(p: &Publication) -> Frame {
     Frame::now(s)
 }
 
-/// The seed's token file: re-read whenever its size, modification time or inode changes.
+/// The seed's token file: re-read whenever its size, timestamps, inode or device change,
+/// and on every check while it was changed too recently for its timestamps to be trusted.
 #[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
-    cache: Mutex<Option<(Stamp, Arc<HashSet<String>>)>>,
+    cache: Mutex<Option<Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    stamp: Stamp,
+    tokens: Arc<HashSet<String>>,
+    /// False while the file's last change is too recent: a rewrite of the same size
+    /// within one timestamp tick would leave the stamp unchanged.
+    settled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +71,44 @@ struct Stamp {
     len: u64,
     mtime: i64,
     mtime_nsec: i64,
+    ctime: i64,
     ctime_nsec: i64,
     ino: u64,
+    dev: u64,
+}
+
+/// How long after a file's last change its stamp is trusted to reveal further changes.
+/// Timestamps are coarse (one kernel tick on Linux without multigrain timestamps; two
+/// seconds on some filesystems), so a same-size rewrite within that window is invisible.
+const SETTLE: Duration = Duration::from_secs(3);
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+
+    /// True if both timestamps are at least [`SETTLE`] before `now`, so a later change
+    /// necessarily gets a different timestamp. A timestamp in the future never settles.
+    fn settled_at(&self, now: SystemTime) -> bool {
+        let at = |secs: i64, nsec: i64| {
+            let nsec = u32::try_from(nsec).unwrap_or(0);
+            match u64::try_from(secs) {
+                Ok(s) => UNIX_EPOCH.checked_add(Duration::new(s, nsec)),
+                Err(_) => UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs())),
+            }
+        };
+        [at(self.mtime, self.mtime_nsec), at(self.ctime, self.ctime_nsec)]
+            .into_iter()
+            .all(|t| t.and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age >= SETTLE))
+    }
 }
 
 /// Parses token-file text with the seed's rules: split on CRLF, CR or LF; lines shorter
@@ -82,26 +128,28 @@ impl TokenFile {
     }
 
     /// True if `token` is in the file as it is now. A missing or unreadable file accepts
-    /// nothing. Costs one `stat` per call; the file is read only when it changed.
+    /// nothing. Costs one `stat` per call; the file is read only when it changed (or
+    /// changed so recently that its timestamps cannot tell, see `SETTLE`).
     pub fn contains(&self, token: &str) -> bool {
+        let now = SystemTime::now();
         let Ok(meta) = std::fs::metadata(&self.path) else {
             *self.cache.lock() = None;
             return false;
         };
-        let stamp = Stamp {
-            len: meta.len(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-            ctime_nsec: meta.ctime_nsec(),
-            ino: meta.ino(),
-        };
-        let cached = self.cache.lock().as_ref().filter(|(s, _)| *s == stamp).map(|(_, t)| Arc::clone(t));
+        let stamp = Stamp::of(&meta);
+        let cached = self
+            .cache
+            .lock()
+            .as_ref()
+            .filter(|c| c.settled && c.stamp == stamp)
+            .map(|c| Arc::clone(&c.tokens));
         let tokens = match cached {
             Some(t) => t,
             None => {
                 let Ok(text) = std::fs::read_to_string(&self.path) else { return false };
                 let t = Arc::new(parse_tokens(&text));
-                *self.cache.lock() = Some((stamp, Arc::clone(&t)));
+                let settled = stamp.settled_at(now);
+                *self.cache.lock() = Some(Cached { stamp, tokens: Arc::clone(&t), settled });
                 t
             }
         };
@@ -158,13 +206,27 @@ fn channel_for(state: &AppState, event: &str) -> Option<ChannelName> {
 struct EventBody<'a> {
     #[serde(borrow)]
     event: &'a RawValue,
-    #[serde(borrow, default)]
+    /// `None` only when absent: `"data":null` is data (the seed relays it as `null`).
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
 }
 
+/// Deserializes a field that is present, even as `null`, into `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue as serde::Deserialize<'de>>::deserialize(d).map(Some)
+}
+
 /// `POST /event`.
-pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+///
+/// Authentication comes first and the body is read only afterwards, within
+/// `http.max_body_bytes` (413 `PAYLOAD_TOO_LARGE` beyond), so unauthenticated clients
+/// cannot make the server buffer anything.
+pub async fn post_event(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    // Tokens are UTF-8 text (the file is read as such), so compare the header's bytes as
+    // UTF-8 rather than insisting on visible ASCII.
+    let auth =
+        parts.headers.get(header::AUTHORIZATION).map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or(""));
     match check_auth(&state, auth) {
         AuthCode::Ok => {}
         other => {
@@ -172,6 +234,18 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
             return code_response(StatusCode::FORBIDDEN, other.as_str());
         }
     }
+    let body = match axum::body::to_bytes(body, state.config.http.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
+            if too_large {
+                state.metrics.error(tether_proto::ErrorCode::PayloadTooLarge);
+                return code_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
+            }
+            return code_response(StatusCode::BAD_REQUEST, "INVALID_BODY");
+        }
+    };
     state.metrics.bytes_in.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let invalid = || code_response(StatusCode::BAD_REQUEST, "INVALID_BODY");
     let Ok(text) = std::str::from_utf8(&body) else { return invalid() };
@@ -192,10 +266,14 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
 
 /// `GET /events`: the listener WebSocket.
 pub async fn ws_handler(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
+    let ws = match super::native::require_upgrade(&state, ws) {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
     let slot = match ConnLimiter::acquire(&state, peer.ip()) {
         Ok(s) => s,
         Err(e) => return crate::api::limit_response(&state, e),
@@ -247,8 +325,12 @@ impl Listener {
     /// The seed's order: JSON syntax, then `events` array, then authentication.
     fn init(&mut self, text: &str) -> &'static str {
         let Ok(value) = serde_json::from_str::<&RawValue>(text) else { return "INVALID_SYNTAX" };
+        // Valid JSON that is not an object (null, numbers, arrays…) has no events. The
+        // check must come first: serde would read a struct from an array positionally.
+        if !value.get().trim_start().starts_with('{') {
+            return "INVALID_EVENTS_MISSING";
+        }
         let Ok(msg) = serde_json::from_str::<InitMessage<'_>>(value.get()) else {
-            // Valid JSON that is not an object (null, numbers, arrays…) has no events.
             return "INVALID_EVENTS_MISSING";
         };
         let Some(events) = msg.events.and_then(|e| serde_json::from_str::<Vec<&RawValue>>(e.get()).ok())
@@ -344,6 +426,28 @@ mod tests {
         assert!(t.contains("windows_line_token"));
         assert!(!t.contains("short"));
         assert_eq!(t.len(), 3);
+    }
+
+    /// Regression: a stamp taken right after a change must not be trusted, since a
+    /// same-size rewrite within the same timestamp tick would leave it unchanged.
+    #[test]
+    fn recent_stamps_are_not_settled() {
+        let now = SystemTime::now();
+        let secs = |t: SystemTime| {
+            let d = t.duration_since(UNIX_EPOCH).unwrap();
+            (i64::try_from(d.as_secs()).unwrap(), i64::from(d.subsec_nanos()))
+        };
+        let stamp = |m: SystemTime, c: SystemTime| {
+            let ((mtime, mtime_nsec), (ctime, ctime_nsec)) = (secs(m), secs(c));
+            Stamp { len: 20, mtime, mtime_nsec, ctime, ctime_nsec, ino: 1, dev: 1 }
+        };
+        let old = now - Duration::from_secs(3600);
+        assert!(stamp(old, old).settled_at(now));
+        assert!(!stamp(now, now).settled_at(now));
+        // An mtime restored to the past does not hide a recent change (ctime).
+        assert!(!stamp(old, now - Duration::from_millis(1)).settled_at(now));
+        // A timestamp in the future never settles.
+        assert!(!stamp(old, now + Duration::from_secs(60)).settled_at(now));
     }
 
     #[test]

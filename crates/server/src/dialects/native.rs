@@ -50,13 +50,12 @@ pub(crate) fn loop_config(state: &AppState) -> LoopConfig {
 pub(crate) fn require_upgrade(
     state: &AppState,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<WebSocketUpgrade, Response> {
+) -> Result<WebSocketUpgrade, crate::api::ApiError> {
     ws.map_err(|r| {
         crate::api::ApiError(state.count_error(ProtoError::new(
             ErrorCode::InvalidMessage,
             format!("expected a WebSocket upgrade request: {}", r.body_text()),
         )))
-        .into_response()
     })
 }
 
@@ -68,7 +67,7 @@ pub async fn handler(
 ) -> Response {
     let ws = match require_upgrade(&state, ws) {
         Ok(ws) => ws,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let slot = match ConnLimiter::acquire(&state, peer.ip()) {
         Ok(s) => s,
