@@ -15,10 +15,13 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
+use std::pin::Pin;
 use tether_engine::hub::ConnId;
 use tether_engine::{Publication, SubscribeError, Subscriber};
 use tether_proto::{ChannelName, ErrorCode, Filter, Identity, ProtoError};
-use tokio::time::{Instant, sleep_until};
+
+use tokio::time::{Instant, Sleep, sleep_until};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::api::ApiError;
 use crate::conn::close;
@@ -72,7 +75,10 @@ impl Drop for Subscription {
 struct StreamState {
     sub: Subscription,
     batch: VecDeque<Frame>,
-    next_ping: Instant,
+    /// Created once and re-armed, rather than a new timer and a new cancellation waiter
+    /// per chunk sent.
+    heartbeat: Pin<Box<Sleep>>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     done: bool,
     _gauge: ConnectionGauge,
 }
@@ -131,7 +137,8 @@ pub async fn handler(
     let st = StreamState {
         sub: Subscription { state: Arc::clone(&state), channel, id, outbox, _slot: slot },
         batch: VecDeque::new(),
-        next_ping: Instant::now() + heartbeat,
+        heartbeat: Box::pin(sleep_until(Instant::now() + heartbeat)),
+        cancelled: Box::pin(state.shutdown.clone().cancelled_owned()),
         done: false,
         _gauge: state.metrics.connection_opened(Transport::Sse),
     };
@@ -139,10 +146,9 @@ pub async fn handler(
         if st.done {
             return None;
         }
-        let shutdown = st.sub.state.shutdown.clone();
         let chunk = tokio::select! {
             biased;
-            () = shutdown.cancelled() => {
+            () = st.cancelled.as_mut() => {
                 st.done = true;
                 disconnect_event(close::GOING_AWAY, "server shutting down; reconnect")
             }
@@ -155,16 +161,22 @@ pub async fn handler(
                     if let Some(f) = st.batch.front() {
                         st.sub.state.metrics.publish_to_write.observe(f.at.elapsed());
                     }
-                    let mut buf = Vec::new();
-                    for f in st.batch.drain(..) {
-                        buf.extend_from_slice(f.text.as_bytes());
-                    }
-                    st.sub.state.metrics.bytes_out.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    Bytes::from(buf)
+                    let chunk = if st.batch.len() == 1 {
+                        // The shared encoding itself: no copy.
+                        st.batch.pop_front().map(|f| Bytes::from(f.text)).unwrap_or_default()
+                    } else {
+                        let mut buf = Vec::with_capacity(st.batch.iter().map(|f| f.text.len()).sum());
+                        for f in st.batch.drain(..) {
+                            buf.extend_from_slice(f.text.as_bytes());
+                        }
+                        Bytes::from(buf)
+                    };
+                    st.sub.state.metrics.bytes_out.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    chunk
                 }
             }
-            () = sleep_until(st.next_ping) => {
-                st.next_ping = Instant::now() + heartbeat;
+            () = st.heartbeat.as_mut() => {
+                st.heartbeat.as_mut().reset(Instant::now() + heartbeat);
                 Bytes::from_static(b": ping\n\n")
             }
         };
