@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -81,6 +82,13 @@ pub async fn serve(
         }
     };
     let drain = Duration::from_millis(state.config.shutdown.drain_timeout_ms);
+    // Realtime frames are small and latency-bound: never let Nagle's algorithm hold one
+    // back waiting for the peer's (possibly delayed) ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     // One drain budget for HTTP and upgraded connections together, counted from the
     // moment shutdown starts.

@@ -29,8 +29,10 @@ pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgr
     // The read buffer is zero-filled to its capacity on the first read, so its size is
     // resident memory of every idle connection: 1 KiB instead of tungstenite's 128 KiB.
     // Large inbound messages still work; they just take more reads.
+    // The write buffer must stay large: with 0, tungstenite writes every frame to the socket
+    // as it is fed, defeating the one-flush-per-batch coalescing of the connection loop.
     ws.read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(64 * 1024)
         .max_message_size(l.max_message_bytes)
         .max_frame_size(l.max_frame_bytes)
 }
