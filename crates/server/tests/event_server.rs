@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use futures_util::SinkExt;
 use serde_json::json;
-use tether_proto::ChannelName;
 use tether_server::RunningServer;
 use tether_server::config::TokenIdentity;
 
@@ -128,21 +127,6 @@ fn event(name: &str, data: &str) -> String {
 
 fn deliveries(server: &RunningServer) -> u64 {
     server.state.metrics.deliveries.load(Ordering::Relaxed)
-}
-
-fn channel(name: &str) -> ChannelName {
-    ChannelName::parse(name).expect("channel")
-}
-
-/// Polls `cond` until it holds; panics after [`WAIT`] (a failure guard, not a timing).
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what} within WAIT"));
 }
 
 // ---------------------------------------------------------------------------------------

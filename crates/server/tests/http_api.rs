@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tether_server::RunningServer;
 use tether_server::config::NamespaceConfig;
@@ -12,28 +11,6 @@ use tether_server::config::NamespaceConfig;
 /// The channel every test subscriber also joins; a publication there marks the end of
 /// what a test expects, so "nothing else arrived" needs no waiting.
 const END: &str = "end";
-
-/// A raw HTTP request returning status, headers and body text.
-async fn http_full(
-    server: &RunningServer,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, hyper::HeaderMap, String) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<bytes::Bytes>>();
-    let mut req = hyper::Request::builder().method(method).uri(format!("http://{}{path}", server.addr));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(bytes::Bytes::from(body.to_owned()))).expect("request");
-    let resp =
-        tokio::time::timeout(WAIT, client.request(req)).await.expect("reply within WAIT").expect("http");
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.expect("body").to_bytes();
-    (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&bytes).into_owned())
-}
 
 /// Asserts a JSON error body `{"code":…,"message":…}` with `status` and `code`; returns
 /// the message.

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tether_server::config::NamespaceConfig;
@@ -498,26 +498,13 @@ fn upgraded(spec: &mut Spec, path: &str, resp: &tokio_tungstenite::tungstenite::
     spec.check(path, "get", &r);
 }
 
-async fn next_text(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("frame within WAIT")
-            .expect("open")
-            .expect("ok");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(t.as_str()).expect("JSON frame");
-        }
-    }
-}
-
 async fn websockets(spec: &mut Spec, server: &RunningServer) {
     // /ws: 101, then a working session.
     let (mut ws, resp) =
         tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await.expect("ws connects");
     upgraded(spec, "/ws", &resp);
     ws.send(Message::Text(r#"{"id":1,"op":"connect"}"#.into())).await.expect("send");
-    assert_eq!(next_text(&mut ws).await["result"]["version"], "1");
+    assert_eq!(recv_json(&mut ws).await["result"]["version"], "1");
     ws.close(None).await.expect("close");
 
     // /events: 101, an init reply and a delivery that match their component schemas.
@@ -528,11 +515,11 @@ async fn websockets(spec: &mut Spec, server: &RunningServer) {
     let init = json!({"authentication": format!("Basic {EVENT_TOKEN}"), "events": ["shipped"]});
     spec.assert_valid("/components/schemas/EventsInit", &init, "init message");
     ev.send(Message::Text(init.to_string().into())).await.expect("send");
-    let reply = next_text(&mut ev).await;
+    let reply = recv_json(&mut ev).await;
     assert_eq!(reply, json!({"type": "init", "code": "OK"}));
     spec.assert_valid("/components/schemas/EventsInitReply", &reply, "init reply");
     ev.send(Message::Text("not json".into())).await.expect("send");
-    let reply = next_text(&mut ev).await;
+    let reply = recv_json(&mut ev).await;
     assert_eq!(reply["code"], "INVALID_SYNTAX");
     spec.assert_valid("/components/schemas/EventsInitReply", &reply, "init reply");
     let body = r#"{"event":"shipped","data":{"order": 1}}"#;
@@ -541,7 +528,7 @@ async fn websockets(spec: &mut Spec, server: &RunningServer) {
     assert_eq!(r.json(), json!({"code": "OK"}));
     spec.check("/event", "post", &r);
     spec.check_request("/event", "post", body, true);
-    let delivery = next_text(&mut ev).await;
+    let delivery = recv_json(&mut ev).await;
     assert_eq!(delivery, json!({"type": "event", "event": "shipped", "data": {"order": 1}}));
     spec.assert_valid("/components/schemas/EventsDelivery", &delivery, "delivery");
     ev.close(None).await.expect("close");

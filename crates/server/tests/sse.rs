@@ -3,14 +3,12 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
-use tether_proto::ChannelName;
 use tether_server::RunningServer;
 use tether_server::config::TokenIdentity;
 
@@ -92,21 +90,6 @@ async fn open(server: &RunningServer, path: &str) -> Sse {
 async fn publish(server: &RunningServer, body: Value) {
     let (s, b) = api(server, "/api/publish", &body.to_string()).await;
     assert_eq!((s, b.as_str()), (200, "{}"), "publish {body}");
-}
-
-fn channel(name: &str) -> ChannelName {
-    ChannelName::parse(name).expect("channel")
-}
-
-/// Polls `cond` until it holds; panics after [`WAIT`] (a failure guard, not a timing).
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what} within WAIT"));
 }
 
 fn error_code(body: &str) -> String {

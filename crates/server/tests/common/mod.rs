@@ -106,14 +106,14 @@ pub async fn request(ws: &mut Ws, id: u64, body: Value) -> Value {
     r
 }
 
-/// A raw HTTP request with a JSON body; returns status and body text.
-pub async fn http(
+/// A raw HTTP request; returns status, headers and body text.
+pub async fn http_full(
     server: &RunningServer,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> (u16, String) {
+) -> (u16, hyper::HeaderMap, String) {
     use http_body_util::{BodyExt, Full};
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
@@ -124,9 +124,37 @@ pub async fn http(
     let req = req.body(Full::new(bytes::Bytes::from(body.to_owned()))).expect("request");
     let resp =
         tokio::time::timeout(WAIT, client.request(req)).await.expect("reply within WAIT").expect("http");
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A raw HTTP request; returns status and body text.
+pub async fn http(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let (status, _, body) = http_full(server, method, path, headers, body).await;
+    (status, body)
+}
+
+/// A channel name known to be valid.
+pub fn channel(name: &str) -> tether_proto::ChannelName {
+    tether_proto::ChannelName::parse(name).expect("channel")
+}
+
+/// Polls `cond` until it holds; panics after [`WAIT`] (a failure guard, not a timing).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} within WAIT"));
 }
 
 /// POST to the API with the test key and a JSON content type.
