@@ -2,6 +2,12 @@
 
 use std::borrow::Cow;
 
+/// True if JSON text is (or starts like) an object. serde reads a struct from a JSON array
+/// too, positionally; every decoder that wants an object checks this first.
+pub fn is_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
 /// Removes insignificant whitespace from JSON text. `text` must already be valid JSON (the
 /// edge validates it); on any input the function returns without panicking. Returns the
 /// input unchanged, without allocating, when it has no whitespace outside strings.

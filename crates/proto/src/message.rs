@@ -139,7 +139,7 @@ fn channel(id: Option<u64>, raw: Option<&RawValue>) -> Result<ChannelName, Decod
 
 /// Decodes one client text frame.
 pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
-    let parsed = if text.trim_start().starts_with('{') {
+    let parsed = if crate::json::is_object(text) {
         serde_json::from_str::<RawFrame<'_>>(text)
     } else {
         // serde would also read a struct from a JSON array; only objects are frames.

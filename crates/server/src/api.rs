@@ -121,7 +121,7 @@ async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, 
 fn parse<'a, T: Deserialize<'a>>(state: &AppState, body: &'a [u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| api_error(state, ErrorCode::MalformedJson, "body is not valid UTF-8"))?;
-    if !is_object(text) {
+    if !tether_proto::json::is_object(text) {
         // serde would also read a struct from a JSON array (positionally); only objects
         // are requests.
         return Err(match serde_json::from_str::<&RawValue>(text) {
@@ -140,14 +140,9 @@ fn parse<'a, T: Deserialize<'a>>(state: &AppState, body: &'a [u8]) -> Result<T, 
     })
 }
 
-/// True if the JSON text is an object (it starts with `{`).
-fn is_object(text: &str) -> bool {
-    text.trim_start().starts_with('{')
-}
-
 /// Decodes one item of a batch, which must be a publication object.
 fn decode_item<'a>(raw: &'a RawValue) -> Result<RawPublication<'a>, ProtoError> {
-    if !is_object(raw.get()) {
+    if !tether_proto::json::is_object(raw.get()) {
         return Err(ProtoError::new(ErrorCode::InvalidMessage, "must be a JSON object"));
     }
     serde_json::from_str(raw.get())

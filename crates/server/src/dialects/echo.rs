@@ -3,23 +3,22 @@
 //! production connections run on.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use crate::conn::{self, Dialect, Flow, Heartbeat};
+use crate::conn::{Dialect, Flow, Heartbeat, LoopConfig, close};
 use crate::metrics::Transport;
-use crate::state::{AppState, ConnLimiter};
+use crate::state::AppState;
 
 struct Echo;
 
 impl Dialect for Echo {
     fn idle_timeout(&self) -> (Duration, u16) {
-        (Duration::from_secs(60), conn::close::IDLE_TIMEOUT)
+        (Duration::from_secs(60), close::IDLE_TIMEOUT)
     }
     fn heartbeat(&self) -> Heartbeat {
         Heartbeat::Off
@@ -42,26 +41,6 @@ pub async fn handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    let ws = match super::native::require_upgrade(&state, ws) {
-        Ok(ws) => ws,
-        Err(e) => return e.into_response(),
-    };
-    let slot = match ConnLimiter::acquire(&state, peer.ip()) {
-        Ok(s) => s,
-        Err(e) => return crate::api::limit_response(&state, e),
-    };
-    let tracker = state.tasks.clone();
-    let mut cfg = super::native::loop_config(&state);
-    cfg.rate = 0;
-    super::native::configure(ws, &state)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                let _slot = slot;
-                let _gauge = state.metrics.connection_opened(Transport::Echo);
-                let outbox = state.new_outbox();
-                conn::run(socket, Echo, outbox, cfg, state.shutdown.clone(), Arc::clone(&state.metrics))
-                    .await;
-            })
-        })
-        .into_response()
+    let cfg = LoopConfig { rate: 0, ..super::loop_config(&state) };
+    super::accept(state, ws, peer, Transport::Echo, cfg, |_, _| Echo)
 }

@@ -25,10 +25,10 @@ use tether_engine::{Publication, SubscribeError, Subscriber};
 use tether_proto::message::push_json_string;
 use tether_proto::{ChannelName, Identity, Tags};
 
-use crate::conn::{self, Dialect, Flow, Heartbeat, close};
+use crate::conn::{Dialect, Flow, Heartbeat, close};
 use crate::metrics::Transport;
 use crate::outbox::{Frame, Outbox};
-use crate::state::{AppState, ConnLimiter};
+use crate::state::AppState;
 
 /// Tokens shorter than this (in UTF-16 units, as the seed measured them) are ignored.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -249,7 +249,7 @@ pub async fn post_event(State(state): State<AppState>, req: Request) -> Response
     state.metrics.bytes_in.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let invalid = || code_response(StatusCode::BAD_REQUEST, "INVALID_BODY");
     let Ok(text) = std::str::from_utf8(&body) else { return invalid() };
-    if !text.trim_start().starts_with('{') {
+    if !tether_proto::json::is_object(text) {
         return invalid();
     }
     let Ok(parsed) = serde_json::from_str::<EventBody<'_>>(text) else { return invalid() };
@@ -270,35 +270,14 @@ pub async fn ws_handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    let ws = match super::native::require_upgrade(&state, ws) {
-        Ok(ws) => ws,
-        Err(e) => return e.into_response(),
-    };
-    let slot = match ConnLimiter::acquire(&state, peer.ip()) {
-        Ok(s) => s,
-        Err(e) => return crate::api::limit_response(&state, e),
-    };
-    let tracker = state.tasks.clone();
-    super::native::configure(ws, &state)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                let _slot = slot;
-                let _gauge = state.metrics.connection_opened(Transport::EventServer);
-                let outbox = state.new_outbox();
-                let id = state.next_conn_id();
-                let listener = Listener {
-                    state: Arc::clone(&state),
-                    id,
-                    outbox: Arc::clone(&outbox),
-                    identity: Arc::new(Identity::default()),
-                    subscriptions: Vec::new(),
-                };
-                let cfg = super::native::loop_config(&state);
-                conn::run(socket, listener, outbox, cfg, state.shutdown.clone(), Arc::clone(&state.metrics))
-                    .await;
-            })
-        })
-        .into_response()
+    let cfg = super::loop_config(&state);
+    super::accept(state, ws, peer, Transport::EventServer, cfg, |state, outbox| Listener {
+        id: state.next_conn_id(),
+        state,
+        outbox,
+        identity: Arc::new(Identity::default()),
+        subscriptions: Vec::new(),
+    })
 }
 
 struct Listener {
@@ -327,7 +306,7 @@ impl Listener {
         let Ok(value) = serde_json::from_str::<&RawValue>(text) else { return "INVALID_SYNTAX" };
         // Valid JSON that is not an object (null, numbers, arrays…) has no events. The
         // check must come first: serde would read a struct from an array positionally.
-        if !value.get().trim_start().starts_with('{') {
+        if !tether_proto::json::is_object(value.get()) {
             return "INVALID_EVENTS_MISSING";
         }
         let Ok(msg) = serde_json::from_str::<InitMessage<'_>>(value.get()) else {

@@ -5,61 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tether_engine::hub::ConnId;
 use tether_engine::{Publication, SubscribeError, Subscriber};
 use tether_proto::message::{self, ClientFrame, Connect, Request};
 use tether_proto::{ChannelName, ErrorCode, Filter, Identity, ProtoError, Tags};
 
-use crate::conn::{self, Dialect, Flow, Heartbeat, LoopConfig, close};
+use crate::conn::{Dialect, Flow, Heartbeat, close};
 use crate::metrics::Transport;
 use crate::outbox::{Frame, Outbox};
-use crate::state::{AppState, ConnLimiter};
+use crate::state::AppState;
 
 /// Encodes a publication as a native push frame.
 pub fn encode_push(p: &Publication) -> Frame {
     Frame::now(message::encode_publication(&p.channel, p.data.as_deref(), &p.tags))
-}
-
-/// Applies the WebSocket size limits from config to an upgrade.
-pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
-    let l = &state.config.limits;
-    // The read buffer is zero-filled to its capacity on the first read, so its size is
-    // resident memory of every idle connection: 1 KiB instead of tungstenite's 128 KiB.
-    // Large inbound messages still work; they just take more reads.
-    // The write buffer must stay large: with 0, tungstenite writes every frame to the socket
-    // as it is fed, defeating the one-flush-per-batch coalescing of the connection loop.
-    ws.read_buffer_size(1024)
-        .write_buffer_size(64 * 1024)
-        .max_message_size(l.max_message_bytes)
-        .max_frame_size(l.max_frame_bytes)
-}
-
-/// The loop settings from config.
-pub(crate) fn loop_config(state: &AppState) -> LoopConfig {
-    let ws = &state.config.websocket;
-    LoopConfig {
-        ping_interval: Duration::from_millis(ws.ping_interval_ms),
-        write_timeout: Duration::from_millis(ws.write_timeout_ms),
-        rate: state.config.limits.inbound_rate,
-        burst: state.config.limits.inbound_burst,
-    }
-}
-
-/// A request that is not a valid WebSocket upgrade gets the usual JSON error, not axum's
-/// plain-text rejection.
-pub(crate) fn require_upgrade(
-    state: &AppState,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<WebSocketUpgrade, crate::api::ApiError> {
-    ws.map_err(|r| {
-        crate::api::ApiError(state.count_error(ProtoError::new(
-            ErrorCode::InvalidMessage,
-            format!("expected a WebSocket upgrade request: {}", r.body_text()),
-        )))
-    })
 }
 
 /// `GET /ws`: upgrades to the native protocol.
@@ -68,34 +29,8 @@ pub async fn handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    let ws = match require_upgrade(&state, ws) {
-        Ok(ws) => ws,
-        Err(e) => return e.into_response(),
-    };
-    let slot = match ConnLimiter::acquire(&state, peer.ip()) {
-        Ok(s) => s,
-        Err(e) => return crate::api::limit_response(&state, e),
-    };
-    let tracker = state.tasks.clone();
-    configure(ws, &state)
-        .on_upgrade(move |socket: WebSocket| {
-            tracker.track_future(async move {
-                let _slot = slot;
-                let _gauge = state.metrics.connection_opened(Transport::Native);
-                let outbox = state.new_outbox();
-                let session = Session::new(Arc::clone(&state), Arc::clone(&outbox));
-                conn::run(
-                    socket,
-                    session,
-                    outbox,
-                    loop_config(&state),
-                    state.shutdown.clone(),
-                    Arc::clone(&state.metrics),
-                )
-                .await;
-            })
-        })
-        .into_response()
+    let cfg = super::loop_config(&state);
+    super::accept(state, ws, peer, Transport::Native, cfg, Session::new)
 }
 
 /// One native session.
