@@ -98,6 +98,18 @@ pub enum SubscribeError {
     ChannelFull,
 }
 
+impl From<SubscribeError> for tether_proto::ProtoError {
+    fn from(e: SubscribeError) -> Self {
+        use tether_proto::ErrorCode;
+        match e {
+            SubscribeError::AlreadySubscribed => {
+                Self::new(ErrorCode::AlreadySubscribed, "already subscribed to this channel")
+            }
+            SubscribeError::ChannelFull => Self::new(ErrorCode::ChannelFull, "the channel is full"),
+        }
+    }
+}
+
 /// One subscriber: a connection, where its frames go, in which format, and who it is.
 #[derive(Debug)]
 pub struct Subscriber<S> {
@@ -183,11 +195,6 @@ impl<S: Sink> Hub<S> {
     pub fn format(&self, index: usize) -> FormatId {
         assert!(index < self.encoders.len(), "no encoder at {index}");
         FormatId(u8::try_from(index).unwrap_or(u8::MAX))
-    }
-
-    /// Encodes `p` in format `f` (for frames sent outside fan-out, e.g. recovery).
-    pub fn encode(&self, f: FormatId, p: &Publication) -> S::Frame {
-        (self.encoders[f.index()])(p)
     }
 
     fn shard(&self, channel: &ChannelName) -> &Shard<S> {

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use std::pin::Pin;
 use tether_engine::hub::ConnId;
-use tether_engine::{Publication, SubscribeError, Subscriber};
+use tether_engine::{Publication, Subscriber};
 use tether_proto::{ChannelName, ErrorCode, Filter, Identity, ProtoError};
 
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -129,10 +129,7 @@ pub async fn handler(
             filter,
             opts.max_subscribers,
         )
-        .map_err(|e| match e {
-            SubscribeError::ChannelFull => err(ErrorCode::ChannelFull, "the channel is full".to_owned()),
-            SubscribeError::AlreadySubscribed => err(ErrorCode::Internal, "subscription conflict".to_owned()),
-        })?;
+        .map_err(|e| ApiError(state.count_error(e.into())))?;
     let heartbeat = Duration::from_millis(state.config.sse.heartbeat_ms);
     let st = StreamState {
         sub: Subscription { state: Arc::clone(&state), channel, id, outbox, _slot: slot },

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::dialects::event_server::TokenFile;
 use crate::metrics::Metrics;
-use crate::outbox::{Frame, Outbox};
+use crate::outbox::Outbox;
 
 /// The wire formats the hub encodes publications into, one encoding per publication each.
 #[derive(Debug, Clone, Copy)]
@@ -112,11 +112,6 @@ impl Shared {
     /// A new outbox sized by config.
     pub fn new_outbox(&self) -> Arc<Outbox> {
         Arc::new(Outbox::new(self.config.websocket.outbound_queue))
-    }
-
-    /// Encodes a publication for the native protocol outside fan-out.
-    pub fn native_frame(&self, p: &Publication) -> Frame {
-        self.hub.encode(self.formats.native, p)
     }
 }
 

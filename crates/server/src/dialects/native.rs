@@ -9,7 +9,7 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use tether_engine::hub::ConnId;
-use tether_engine::{Publication, SubscribeError, Subscriber};
+use tether_engine::{Publication, Subscriber};
 use tether_proto::message::{self, ClientFrame, Connect, Request};
 use tether_proto::{ChannelName, ErrorCode, Filter, Identity, ProtoError, Tags};
 
@@ -101,25 +101,17 @@ impl Session {
             ));
         }
         let opts = self.state.namespaces.check_subscribe(&channel, identity.is_anonymous())?;
-        self.state
-            .hub
-            .subscribe(
-                &channel,
-                Subscriber {
-                    conn: self.id,
-                    sink: Arc::clone(&self.outbox),
-                    format: self.state.formats.native,
-                    identity: Arc::clone(identity),
-                },
-                filter,
-                opts.max_subscribers,
-            )
-            .map_err(|e| match e {
-                SubscribeError::AlreadySubscribed => {
-                    ProtoError::new(ErrorCode::AlreadySubscribed, "already subscribed to this channel")
-                }
-                SubscribeError::ChannelFull => ProtoError::new(ErrorCode::ChannelFull, "the channel is full"),
-            })?;
+        self.state.hub.subscribe(
+            &channel,
+            Subscriber {
+                conn: self.id,
+                sink: Arc::clone(&self.outbox),
+                format: self.state.formats.native,
+                identity: Arc::clone(identity),
+            },
+            filter,
+            opts.max_subscribers,
+        )?;
         self.subscriptions.push(channel);
         Ok(())
     }
