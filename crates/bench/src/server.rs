@@ -85,7 +85,7 @@ outbound_queue = {outbound_queue}
 [shutdown]
 drain_timeout_ms = 2000
 [namespaces.bench]
-allow_publish = true
+publish = "anyone"
 "#,
             data = dir.join("data").display()
         );

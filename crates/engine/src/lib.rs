@@ -8,12 +8,12 @@
 //!
 //! - [`hub`]: channels, subscriptions grouped by distinct filter, fan-out.
 //! - [`namespace`]: per-namespace options and the permission rules built on them.
-//! - [`rate`]: token-bucket rate limiting with caller-supplied time.
+//! - [`rate`]: token-bucket rate limiting with caller-supplied time, per key or not.
 
 pub mod hub;
 pub mod namespace;
 pub mod rate;
 
 pub use hub::{FormatId, Hub, Publication, PublishStats, Sink, SubscribeError, Subscriber};
-pub use namespace::{NamespaceOptions, Namespaces};
-pub use rate::TokenBucket;
+pub use namespace::{Access, ClientRule, NamespaceOptions, Namespaces, SubscribeRule};
+pub use rate::{KeyedLimiter, TokenBucket};

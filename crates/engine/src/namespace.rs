@@ -2,18 +2,54 @@
 //!
 //! A channel `chat:room1` is in namespace `chat`; a channel without `:` is in the default
 //! namespace. A channel in a namespace that is not configured is rejected.
+//!
+//! The rules decide from a verified [`Access`] (who the connection is and which channels
+//! its token grants); verifying credentials is the server's job, deciding is the engine's.
 
 use std::collections::HashMap;
 
-use tether_proto::{ChannelName, ErrorCode, ProtoError};
+use tether_proto::{ChannelName, ChannelPattern, ErrorCode, ProtoError};
+
+/// Who may subscribe to channels of a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscribeRule {
+    /// Any connection, including anonymous ones.
+    Anyone,
+    /// Connections with a user identity.
+    Authenticated,
+    /// Only connections whose token grants the channel (JWT `channels` claim).
+    Granted,
+}
+
+/// Who may perform a client action (publish; later presence and history reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientRule {
+    /// Nobody (the HTTP API still may publish).
+    Nobody,
+    /// Connections currently subscribed to the channel.
+    Subscribers,
+    /// Connections with a user identity.
+    Authenticated,
+    /// Any connection.
+    Anyone,
+}
 
 /// Options of one namespace. Defaults are the safe choice for production.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceOptions {
-    /// May connected clients publish into this namespace? (The HTTP API always may.)
-    pub allow_publish: bool,
-    /// May connections without an identity subscribe?
-    pub allow_anonymous_subscribe: bool,
+    /// Who may subscribe.
+    pub subscribe: SubscribeRule,
+    /// Who may publish from a client connection.
+    pub publish: ClientRule,
+    /// Personal channels: `ns:<user>` (or `ns:<user>/…`) may only be subscribed to by that
+    /// user.
+    pub personal: bool,
+    /// Who may read presence (used from the presence issue on).
+    pub presence: ClientRule,
+    /// Who may read history (used from the history issue on).
+    pub history: ClientRule,
     /// Most subscribers one channel may have; 0 means unlimited.
     pub max_subscribers: usize,
     /// Largest publication `data`, in bytes, accepted from clients and the HTTP API.
@@ -23,11 +59,29 @@ pub struct NamespaceOptions {
 impl Default for NamespaceOptions {
     fn default() -> Self {
         Self {
-            allow_publish: false,
-            allow_anonymous_subscribe: true,
+            subscribe: SubscribeRule::Anyone,
+            publish: ClientRule::Nobody,
+            personal: false,
+            presence: ClientRule::Subscribers,
+            history: ClientRule::Subscribers,
             max_subscribers: 0,
             max_message_bytes: 65_536,
         }
+    }
+}
+
+/// What a connection is allowed by its credentials.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Access<'a> {
+    /// The verified user id; `None` for anonymous connections.
+    pub user: Option<&'a str>,
+    /// Channels granted by the connection token.
+    pub grants: &'a [ChannelPattern],
+}
+
+impl Access<'_> {
+    fn granted(&self, channel: &ChannelName) -> bool {
+        self.grants.iter().any(|g| g.matches(channel))
     }
 }
 
@@ -38,6 +92,16 @@ pub struct Namespaces {
     pub default: Option<NamespaceOptions>,
     /// Named namespaces.
     pub named: HashMap<String, NamespaceOptions>,
+}
+
+fn deny(code: ErrorCode, message: &str) -> ProtoError {
+    ProtoError::new(code, message)
+}
+
+/// Is `channel` the personal channel of `user`: local name `user` or `user/…`?
+fn is_personal_of(channel: &ChannelName, user: &str) -> bool {
+    let local = channel.local_name();
+    local.strip_prefix(user).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 impl Namespaces {
@@ -58,35 +122,51 @@ impl Namespaces {
         })
     }
 
-    /// May a connection (anonymous or not) subscribe to `channel`?
+    /// May a connection with `access` subscribe to `channel`?
+    ///
+    /// A grant in the token admits the channel whatever the namespace rule says (the
+    /// application's backend decided); otherwise personal channels admit only their owner,
+    /// and the namespace rule applies.
     pub fn check_subscribe(
         &self,
         channel: &ChannelName,
-        anonymous: bool,
+        access: &Access<'_>,
     ) -> Result<&NamespaceOptions, ProtoError> {
         let opts = self.resolve(channel)?;
-        if anonymous && !opts.allow_anonymous_subscribe {
-            return Err(ProtoError::new(
-                ErrorCode::PermissionDenied,
-                "anonymous connections may not subscribe in this namespace",
-            ));
+        if access.granted(channel) {
+            return Ok(opts);
         }
-        Ok(opts)
+        if opts.personal {
+            return match access.user {
+                Some(u) if is_personal_of(channel, u) => Ok(opts),
+                Some(_) => Err(deny(ErrorCode::PersonalChannel, "this is another user's personal channel")),
+                None => Err(deny(ErrorCode::Unauthenticated, "personal channels need a logged-in user")),
+            };
+        }
+        match (opts.subscribe, access.user) {
+            (SubscribeRule::Anyone, _) | (SubscribeRule::Authenticated, Some(_)) => Ok(opts),
+            (SubscribeRule::Authenticated, None) => Err(deny(
+                ErrorCode::Unauthenticated,
+                "anonymous connections may not subscribe in this namespace; log in first",
+            )),
+            (SubscribeRule::Granted, _) => Err(deny(
+                ErrorCode::GrantRequired,
+                "this namespace only admits channels granted by the connection token",
+            )),
+        }
     }
 
-    /// May a connected client publish `data_len` bytes to `channel`?
+    /// May a client connection publish `data_len` bytes to `channel`? `subscribed` says
+    /// whether the connection is subscribed to it.
     pub fn check_client_publish(
         &self,
         channel: &ChannelName,
+        access: &Access<'_>,
+        subscribed: bool,
         data_len: usize,
     ) -> Result<&NamespaceOptions, ProtoError> {
         let opts = self.resolve(channel)?;
-        if !opts.allow_publish {
-            return Err(ProtoError::new(
-                ErrorCode::PublishNotAllowed,
-                "clients may not publish in this namespace",
-            ));
-        }
+        check_rule(opts.publish, access, subscribed, "publish")?;
         Self::check_size(opts, data_len)?;
         Ok(opts)
     }
@@ -113,32 +193,94 @@ impl Namespaces {
     }
 }
 
+/// Applies a [`ClientRule`]; `what` names the action in the message.
+pub fn check_rule(
+    rule: ClientRule,
+    access: &Access<'_>,
+    subscribed: bool,
+    what: &str,
+) -> Result<(), ProtoError> {
+    let code = if what == "publish" { ErrorCode::PublishNotAllowed } else { ErrorCode::PermissionDenied };
+    match rule {
+        ClientRule::Anyone => Ok(()),
+        ClientRule::Authenticated if access.user.is_some() => Ok(()),
+        ClientRule::Subscribers if subscribed => Ok(()),
+        ClientRule::Nobody => Err(ProtoError::new(code, format!("clients may not {what} in this namespace"))),
+        ClientRule::Authenticated => Err(ProtoError::new(
+            ErrorCode::Unauthenticated,
+            format!("only logged-in users may {what} in this namespace"),
+        )),
+        ClientRule::Subscribers => {
+            Err(ProtoError::new(code, format!("only subscribers of the channel may {what} to it")))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ch(s: &str) -> ChannelName {
+        ChannelName::parse(s).unwrap()
+    }
+
+    const ANON: Access<'static> = Access { user: None, grants: &[] };
+    const ALICE: Access<'static> = Access { user: Some("alice"), grants: &[] };
+
     #[test]
-    fn resolution_and_rules() {
+    fn resolution_and_sizes() {
         let mut ns = Namespaces::default();
         ns.named.insert(
             "chat".into(),
-            NamespaceOptions {
-                allow_publish: true,
-                allow_anonymous_subscribe: false,
-                max_message_bytes: 10,
-                ..Default::default()
-            },
+            NamespaceOptions { publish: ClientRule::Anyone, max_message_bytes: 10, ..Default::default() },
         );
-        let ch = |s| ChannelName::parse(s).unwrap();
         assert_eq!(ns.resolve(&ch("x")).unwrap_err().code, ErrorCode::UnknownNamespace);
         assert_eq!(ns.resolve(&ch("other:x")).unwrap_err().code, ErrorCode::UnknownNamespace);
         assert!(ns.resolve(&ch("chat:x")).is_ok());
-        assert_eq!(ns.check_subscribe(&ch("chat:x"), true).unwrap_err().code, ErrorCode::PermissionDenied);
-        assert!(ns.check_subscribe(&ch("chat:x"), false).is_ok());
-        assert_eq!(ns.check_client_publish(&ch("chat:x"), 11).unwrap_err().code, ErrorCode::MessageTooLarge);
-        assert!(ns.check_client_publish(&ch("chat:x"), 10).is_ok());
+        let e = ns.check_client_publish(&ch("chat:x"), &ANON, false, 11).unwrap_err();
+        assert_eq!(e.code, ErrorCode::MessageTooLarge);
+        assert!(ns.check_client_publish(&ch("chat:x"), &ANON, false, 10).is_ok());
         ns.default = Some(NamespaceOptions::default());
-        assert_eq!(ns.check_client_publish(&ch("x"), 1).unwrap_err().code, ErrorCode::PublishNotAllowed);
+        let e = ns.check_client_publish(&ch("x"), &ALICE, true, 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PublishNotAllowed);
         assert!(ns.check_api_publish(&ch("x"), 1).is_ok());
+    }
+
+    #[test]
+    fn subscribe_rules() {
+        let mut ns = Namespaces::default();
+        let with = |subscribe, personal| NamespaceOptions { subscribe, personal, ..Default::default() };
+        ns.named.insert("pub".into(), with(SubscribeRule::Anyone, false));
+        ns.named.insert("auth".into(), with(SubscribeRule::Authenticated, false));
+        ns.named.insert("vip".into(), with(SubscribeRule::Granted, false));
+        ns.named.insert("me".into(), with(SubscribeRule::Anyone, true));
+        let code = |c: &str, a: &Access<'_>| ns.check_subscribe(&ch(c), a).err().map(|e| e.code);
+        assert_eq!(code("pub:x", &ANON), None);
+        assert_eq!(code("auth:x", &ANON), Some(ErrorCode::Unauthenticated));
+        assert_eq!(code("auth:x", &ALICE), None);
+        assert_eq!(code("vip:x", &ALICE), Some(ErrorCode::GrantRequired));
+        let grants = [ChannelPattern::parse("vip:x*").unwrap()];
+        let granted = Access { user: Some("bob"), grants: &grants };
+        assert_eq!(code("vip:xy", &granted), None);
+        assert_eq!(code("vip:y", &granted), Some(ErrorCode::GrantRequired));
+        assert_eq!(code("me:alice", &ALICE), None);
+        assert_eq!(code("me:alice/inbox", &ALICE), None);
+        assert_eq!(code("me:alicex", &ALICE), Some(ErrorCode::PersonalChannel));
+        assert_eq!(code("me:bob", &ALICE), Some(ErrorCode::PersonalChannel));
+        assert_eq!(code("me:alice", &ANON), Some(ErrorCode::Unauthenticated));
+    }
+
+    #[test]
+    fn publish_rules() {
+        let mut ns = Namespaces::default();
+        let with = |publish| NamespaceOptions { publish, ..Default::default() };
+        ns.named.insert("subs".into(), with(ClientRule::Subscribers));
+        ns.named.insert("auth".into(), with(ClientRule::Authenticated));
+        let code =
+            |c: &str, a: &Access<'_>, s| ns.check_client_publish(&ch(c), a, s, 1).err().map(|e| e.code);
+        assert_eq!(code("subs:x", &ALICE, false), Some(ErrorCode::PublishNotAllowed));
+        assert_eq!(code("subs:x", &ANON, true), None);
+        assert_eq!(code("auth:x", &ANON, true), Some(ErrorCode::Unauthenticated));
+        assert_eq!(code("auth:x", &ALICE, false), None);
     }
 }

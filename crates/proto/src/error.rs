@@ -87,6 +87,29 @@ codes! {
     ShuttingDown => "shutting_down",
     /// Something failed inside the server; details are in its logs.
     Internal => "internal",
+    /// A token (session token or JWT) that fails verification: malformed, bad signature,
+    /// algorithm not allowed, wrong issuer or audience, not yet valid, unknown or revoked.
+    InvalidToken => "invalid_token",
+    /// A token that was valid but has expired; obtain a fresh one.
+    TokenExpired => "token_expired",
+    /// Login failed: unknown user or wrong password (deliberately indistinguishable).
+    InvalidCredentials => "invalid_credentials",
+    /// Registration with a user name that is already taken.
+    UsernameTaken => "username_taken",
+    /// A user name outside the configured rules.
+    InvalidUsername => "invalid_username",
+    /// A password outside the configured rules.
+    InvalidPassword => "invalid_password",
+    /// A missing or malformed email address where one is required.
+    InvalidEmail => "invalid_email",
+    /// The namespace only admits channels granted by the connection token.
+    GrantRequired => "grant_required",
+    /// A personal channel of another user.
+    PersonalChannel => "personal_channel",
+    /// The API key may not publish to this channel.
+    ChannelNotAllowed => "channel_not_allowed",
+    /// Accounts are disabled on this server.
+    AccountsDisabled => "accounts_disabled",
 }
 
 impl fmt::Display for ErrorCode {

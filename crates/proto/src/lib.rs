@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`channel`]: channel names and namespaces (grammar, validation).
+//! - [`pattern`]: channel patterns (`chat:*`) for grants and restrictions, and matching.
 //! - [`tags`]: publication tags.
 //! - [`filter`]: subscription filters over tags (parser, canonical form, matching).
 //! - [`identity`]: connection identity and publication targeting.
@@ -20,10 +21,12 @@ pub mod filter;
 pub mod identity;
 pub mod json;
 pub mod message;
+pub mod pattern;
 pub mod tags;
 
 pub use channel::ChannelName;
 pub use error::{ErrorCode, ProtoError};
 pub use filter::Filter;
 pub use identity::{Identity, Target};
+pub use pattern::ChannelPattern;
 pub use tags::Tags;

@@ -63,13 +63,73 @@ pub enum Request {
     },
     /// Round-trip check; answered with an empty result.
     Ping,
+    /// Creates an account and logs the connection in (may replace `connect`).
+    Register(Account),
+    /// Logs the connection in with a name and password (may replace `connect`).
+    Login(Account),
+    /// Renews the connection's credential: with `token`, a fresh JWT; without, a new
+    /// session token for the connection's login session.
+    Refresh {
+        /// A fresh JWT, for JWT connections.
+        token: Option<Secret>,
+    },
+    /// Ends the connection's login session; the connection stays, anonymous.
+    Logout,
+    /// Changes the password (checking the current one); other sessions are revoked.
+    ChangePassword {
+        /// Current password.
+        password: Secret,
+        /// New password.
+        new_password: Secret,
+    },
+    /// Deletes the account (checking the password); every session ends.
+    DeleteAccount {
+        /// Current password.
+        password: Secret,
+    },
+}
+
+/// A secret string (password, token): its `Debug` never shows it, so it cannot leak into
+/// a log line through a derived `Debug`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Parameters of `register` and `login`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// User name.
+    pub name: String,
+    /// Password.
+    pub password: Secret,
+    /// Email (registration).
+    pub email: Option<String>,
+    /// "Remember me"; absent means the server's default for the operation.
+    pub persistent: Option<bool>,
 }
 
 /// Parameters of `connect`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Connect {
-    /// Credentials (a configured token for now; later issues add real auth).
-    pub token: Option<String>,
+    /// Credentials: a session token, a JWT or a configured static token.
+    pub token: Option<Secret>,
     /// Self-declared identity, honoured only where the server allows it.
     pub identity: Option<Identity>,
 }
@@ -93,6 +153,16 @@ struct RawFrame<'a> {
     token: Option<&'a RawValue>,
     #[serde(borrow, default)]
     identity: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    password: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    new_password: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    email: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    persistent: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -168,7 +238,7 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
     }
     let request = match op.as_str() {
         "connect" => Request::Connect(Connect {
-            token: field(id, raw.token, "token", "a string")?,
+            token: field::<String>(id, raw.token, "token", "a string")?.map(Secret),
             identity: field::<Identity>(
                 id,
                 raw.identity,
@@ -197,6 +267,30 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
             Request::Publish { channel, data, tags }
         }
         "ping" => Request::Ping,
+        "register" | "login" => {
+            let account = Account {
+                name: required(id, field(id, raw.name, "name", "a string")?, "name")?,
+                password: Secret(required(id, field(id, raw.password, "password", "a string")?, "password")?),
+                email: field(id, raw.email, "email", "a string")?,
+                persistent: field(id, raw.persistent, "persistent", "a boolean")?,
+            };
+            if op == "register" { Request::Register(account) } else { Request::Login(account) }
+        }
+        "refresh" => {
+            Request::Refresh { token: field::<String>(id, raw.token, "token", "a string")?.map(Secret) }
+        }
+        "logout" => Request::Logout,
+        "change_password" => Request::ChangePassword {
+            password: Secret(required(id, field(id, raw.password, "password", "a string")?, "password")?),
+            new_password: Secret(required(
+                id,
+                field(id, raw.new_password, "new_password", "a string")?,
+                "new_password",
+            )?),
+        },
+        "delete_account" => Request::DeleteAccount {
+            password: Secret(required(id, field(id, raw.password, "password", "a string")?, "password")?),
+        },
         _ => return Err(err(id, ErrorCode::UnknownOp, "unknown op")),
     };
     let id = required(id, id, "id")?;

@@ -1,4 +1,5 @@
-//! Property tests for the grammars of `docs/grammar.md`: filters, channel names and tags.
+//! Property tests for the grammars of `docs/grammar.md`: filters, channel names, tags and
+//! channel patterns.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -10,6 +11,7 @@ use tether_proto::channel::{ChannelError, ChannelName, MAX_CHANNEL_LEN, MAX_NAME
 use tether_proto::filter::{
     Filter, FilterError, MAX_FILTER_LEN, MAX_IN_VALUES, MAX_PREDICATES, MAX_VALUE_LEN,
 };
+use tether_proto::pattern::{ChannelPattern, MAX_PATTERN_LEN, PatternError, any_matches};
 use tether_proto::tags::{MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN, MAX_TAGS, Tags, is_valid_key};
 
 /// A filter as the reference model sees it: key → set of allowed values.
@@ -588,5 +590,207 @@ proptest! {
         prop_assert!(!f.matches(&Tags::from_pairs(all.clone()).unwrap()));
         all.remove(k);
         prop_assert!(!f.matches(&Tags::from_pairs(all).unwrap()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Channel patterns.
+
+/// Valid channel names, and one-byte edits of them (often valid too), to match patterns
+/// against.
+fn nearby_channel_strategy(base: String) -> impl Strategy<Value = String> {
+    let b = base.clone();
+    prop_oneof![
+        Just(base.clone()),
+        channel_strategy(),
+        (0..=base.len()).prop_map(move |n| b[..n].to_owned()),
+        prop::sample::select(CHANNEL_BYTES).prop_map(move |c| format!("{base}{}", c as char)),
+    ]
+    .prop_filter("a valid channel name", |s| ChannelName::validate(s).is_ok())
+}
+
+/// Valid patterns: channel names, `*`, and char-boundary prefixes of channel names
+/// followed by `*`.
+fn pattern_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => channel_strategy(),
+        1 => Just("*".to_owned()),
+        3 => (channel_strategy(), any::<prop::sample::Index>()).prop_map(|(c, at)| {
+            let mut i = at.index(c.len() + 1);
+            while !c.is_char_boundary(i) {
+                i -= 1;
+            }
+            format!("{}*", &c[..i])
+        }),
+    ]
+}
+
+/// The pattern grammar written out directly.
+fn ref_pattern_ok(s: &str) -> bool {
+    match s.strip_suffix('*') {
+        None => ref_channel_ok(s),
+        Some(prefix) => {
+            prefix.len() <= MAX_CHANNEL_LEN
+                && prefix.bytes().all(|b| CHANNEL_BYTES.contains(&b))
+                && prefix.split_once(':').is_none_or(|(ns, _)| {
+                    !ns.is_empty()
+                        && ns.len() <= MAX_NAMESPACE_LEN
+                        && ns.bytes().all(|b| NAMESPACE_BYTES.contains(&b))
+                })
+        }
+    }
+}
+
+/// What a pattern matches, written out directly.
+fn ref_pattern_matches(pattern: &str, channel: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        None => pattern == channel,
+        Some(prefix) => channel.starts_with(prefix),
+    }
+}
+
+/// Strings near the pattern grammar (valid or not, around the length limit), with
+/// channel names to match them against.
+fn pattern_case_strategy() -> impl Strategy<Value = (String, Vec<String>)> {
+    (
+        prop_oneof![
+            "[a-c:*.é -]{0,10}",
+            pattern_strategy(),
+            pattern_strategy().prop_map(|s| format!("{s}*")),
+            bytes_string(b"abc:*.", 0..=MAX_PATTERN_LEN + 2),
+            long_string(CHANNEL_BYTES, MAX_CHANNEL_LEN - 2..=MAX_PATTERN_LEN + 2)
+                .prop_map(|s| format!("{}*", &s[..s.len() - 1])),
+        ],
+        prop::collection::vec(prop_oneof![channel_strategy(), "[a-c][a-c:.]{0,8}"], 1..8),
+    )
+}
+
+/// The pattern cases really produce accepted and rejected patterns, and matches and
+/// misses (so `pattern_agrees_with_model` is not vacuous).
+#[test]
+fn pattern_cases_cover_all_outcomes() {
+    let counts = Cell::new([0u32; 4]);
+    let mut runner = TestRunner::new(config());
+    runner
+        .run(&pattern_case_strategy(), |(s, channels)| {
+            let mut n = counts.get();
+            if ref_pattern_ok(&s) {
+                n[0] += 1;
+                for c in channels.iter().filter(|c| ref_channel_ok(c)) {
+                    n[if ref_pattern_matches(&s, c) { 2 } else { 3 }] += 1;
+                }
+            } else {
+                n[1] += 1;
+            }
+            counts.set(n);
+            Ok(())
+        })
+        .unwrap();
+    let [ok, rejected, hits, misses] = counts.get();
+    assert!(ok >= 20 && rejected >= 20 && hits >= 20 && misses >= 20, "{:?}", counts.get());
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// (7) A valid pattern is kept exactly as written, through `as_str`, `Display`, a
+    /// second parse and JSON.
+    #[test]
+    fn pattern_round_trip(s in pattern_strategy()) {
+        let p = ChannelPattern::parse(&s).map_err(|e| TestCaseError::fail(format!("{s:?}: {e}")))?;
+        prop_assert_eq!(p.as_str(), s.as_str());
+        prop_assert_eq!(p.to_string(), s.as_str());
+        prop_assert_eq!(p.is_wildcard(), s.ends_with('*'));
+        prop_assert_eq!(ChannelPattern::parse(p.as_str()), Ok(p.clone()));
+        let json = serde_json::to_string(&p).unwrap();
+        prop_assert_eq!(serde_json::from_str::<ChannelPattern>(&json).unwrap(), p);
+    }
+
+    /// (7) Every valid channel name is an exact pattern that matches itself and nothing
+    /// else.
+    #[test]
+    fn pattern_exact_matches_only_itself(
+        (c, other) in channel_strategy().prop_flat_map(|c| (Just(c.clone()), nearby_channel_strategy(c))),
+    ) {
+        let p = ChannelPattern::parse(&c).map_err(|e| TestCaseError::fail(format!("{c:?}: {e}")))?;
+        prop_assert!(!p.is_wildcard());
+        prop_assert_eq!(p.prefix(), c.as_str());
+        let name = ChannelName::parse(&c).unwrap();
+        prop_assert!(p.matches(&name));
+        prop_assert_eq!(&ChannelPattern::exact(&name), &p);
+        prop_assert_eq!(p.matches(&ChannelName::parse(&other).unwrap()), other == c);
+    }
+
+    /// (7) For any valid channel name and any char-boundary prefix of it, the prefix
+    /// followed by `*` is a valid pattern that matches the name; and it matches another
+    /// name exactly when that name starts with the prefix.
+    #[test]
+    fn pattern_prefix_matches(
+        (c, other) in channel_strategy().prop_flat_map(|c| (Just(c.clone()), nearby_channel_strategy(c))),
+        at in any::<prop::sample::Index>(),
+    ) {
+        let mut i = at.index(c.len() + 1);
+        while !c.is_char_boundary(i) {
+            i -= 1;
+        }
+        let prefix = &c[..i];
+        let s = format!("{prefix}*");
+        let p = ChannelPattern::parse(&s).map_err(|e| TestCaseError::fail(format!("{s:?}: {e}")))?;
+        prop_assert!(p.is_wildcard());
+        prop_assert_eq!(p.prefix(), prefix);
+        prop_assert!(p.matches(&ChannelName::parse(&c).unwrap()));
+        prop_assert_eq!(p.matches(&ChannelName::parse(&other).unwrap()), other.starts_with(prefix));
+    }
+
+    /// (7) A `*` anywhere but at the very end is rejected, and the error points at the
+    /// first one.
+    #[test]
+    fn pattern_misplaced_star_rejected(
+        before in prop_oneof!["[a-z:*]{0,6}", any::<String>(), pattern_strategy()],
+        after in prop_oneof!["[a-z:*]{1,6}", any::<String>().prop_filter("non-empty", |s| !s.is_empty())],
+    ) {
+        let s = format!("{before}*{after}");
+        let first = s.find('*').unwrap();
+        let r = ChannelPattern::parse(&s);
+        let limit = if s.ends_with('*') { MAX_PATTERN_LEN } else { MAX_CHANNEL_LEN };
+        if s.len() > limit {
+            prop_assert_eq!(r, Err(PatternError::TooLong { len: s.len() }));
+        } else {
+            prop_assert_eq!(r, Err(PatternError::MisplacedWildcard { pos: first }));
+        }
+    }
+
+    /// (7) `*` matches every valid channel name.
+    #[test]
+    fn pattern_star_matches_everything(c in channel_strategy()) {
+        let all = ChannelPattern::parse("*").unwrap();
+        let name = ChannelName::parse(&c).unwrap();
+        prop_assert!(all.matches(&name));
+        let other = ChannelPattern::parse("zz:none").unwrap();
+        prop_assert!(any_matches(&[other.clone(), all], &name));
+        prop_assert_eq!(any_matches(&[other], &name), c == "zz:none");
+    }
+
+    /// (7) The parser accepts exactly what the grammar describes, matching agrees with
+    /// the model, and every accepted pattern matches at least one channel.
+    #[test]
+    fn pattern_agrees_with_model((s, channels) in pattern_case_strategy()) {
+        let r = ChannelPattern::parse(&s);
+        prop_assert_eq!(r.is_ok(), ref_pattern_ok(&s), "{:?}: {:?}", s, r);
+        match r {
+            Ok(p) => {
+                for c in channels.iter().filter_map(|c| ChannelName::parse(c).ok()) {
+                    prop_assert_eq!(p.matches(&c), ref_pattern_matches(&s, c.as_str()), "{} vs {}", s, c);
+                }
+                let witness = ChannelName::parse(p.prefix())
+                    .or_else(|_| ChannelName::parse(&format!("{}x", p.prefix())))
+                    .map_err(|e| TestCaseError::fail(format!("no channel matches {s:?}: {e}")))?;
+                prop_assert!(p.matches(&witness));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                prop_assert!(msg.len() <= 120, "message too long: {}", msg);
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP server API under `/api`: publish, broadcast, batch, and the OpenAPI document.
 //!
-//! Authentication is `Authorization: Bearer KEY` against the configured API keys. Every
+//! Authentication is `Authorization: Bearer KEY` against the API keys (configured, or
+//! created with `tether apikey create`); a key may be limited to channel patterns. Every
 //! error is `{"code": …, "message": …}` with a stable code and the status from
 //! [`status_for`]. The OpenAPI document (`docs/openapi.json`) is served as it is at
 //! `/api/openapi.json`; integration tests validate real responses against it.
@@ -15,6 +16,7 @@ use tether_engine::Publication;
 use tether_proto::message::strip_location;
 use tether_proto::{ChannelName, ErrorCode, ProtoError, Tags, Target};
 
+use crate::auth::apikeys::Scope;
 use crate::state::AppState;
 
 /// The OpenAPI 3 document of this API.
@@ -24,8 +26,16 @@ pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 pub fn status_for(code: ErrorCode) -> StatusCode {
     use ErrorCode as C;
     match code {
-        C::Unauthenticated => StatusCode::UNAUTHORIZED,
-        C::PermissionDenied | C::PublishNotAllowed => StatusCode::FORBIDDEN,
+        C::Unauthenticated | C::InvalidToken | C::TokenExpired | C::InvalidCredentials => {
+            StatusCode::UNAUTHORIZED
+        }
+        C::PermissionDenied
+        | C::PublishNotAllowed
+        | C::ChannelNotAllowed
+        | C::GrantRequired
+        | C::PersonalChannel
+        | C::AccountsDisabled => StatusCode::FORBIDDEN,
+        C::UsernameTaken => StatusCode::CONFLICT,
         C::NotFound => StatusCode::NOT_FOUND,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         C::PayloadTooLarge | C::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -58,7 +68,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn api_error(state: &AppState, code: ErrorCode, message: impl Into<String>) -> ApiError {
+pub(crate) fn api_error(state: &AppState, code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError(state.count_error(ProtoError::new(code, message)))
 }
 
@@ -68,35 +78,38 @@ pub fn limit_response(state: &AppState, e: ProtoError) -> Response {
     ApiError(state.count_error(e)).into_response()
 }
 
-/// Constant-time comparison, so response timing does not reveal key prefixes.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The credential of an `Authorization: Bearer …` header, or what is wrong with it.
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, &'static str> {
     let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return Err(api_error(state, ErrorCode::Unauthenticated, "missing Authorization: Bearer <api key>"));
+        return Err("missing Authorization: Bearer <credential>");
     };
     // The scheme is case-insensitive (RFC 9110 § 11.1), one or more spaces follow it.
-    let key = value
+    value
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim_start_matches(' '));
-    let Some(key) = key else {
-        return Err(api_error(state, ErrorCode::Unauthenticated, "expected Authorization: Bearer <api key>"));
-    };
-    let mut ok = false;
-    for k in &state.api_keys {
-        ok |= ct_eq(k.as_bytes(), key.as_bytes());
-    }
-    if ok { Ok(()) } else { Err(api_error(state, ErrorCode::Unauthenticated, "unknown API key")) }
+        .map(|(_, key)| key.trim_start_matches(' '))
+        .filter(|k| !k.is_empty())
+        .ok_or("expected Authorization: Bearer <credential>")
 }
 
-/// Checks auth and content type, then reads the body within the size limit.
-async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, ApiError> {
-    let (parts, body) = req.into_parts();
-    authorize(state, &parts.headers)?;
-    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+/// Checks the API key; returns what it may publish to.
+async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Scope, ApiError> {
+    let key = bearer(headers).map_err(|m| api_error(state, ErrorCode::Unauthenticated, m))?;
+    // Keys are compared by SHA-256 digest: equal digests mean equal keys, and the lookup's
+    // timing reveals nothing about the key itself.
+    match state.auth.api_keys.check(state.auth.store().as_ref(), key).await {
+        Some(scope) => Ok(scope),
+        None => Err(api_error(state, ErrorCode::Unauthenticated, "unknown API key")),
+    }
+}
+
+/// Checks the content type, then reads the body within the size limit.
+pub(crate) async fn read_json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let essence = ct.split(';').next().unwrap_or("").trim();
         if !essence.eq_ignore_ascii_case("application/json") {
@@ -118,7 +131,14 @@ async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, 
     Ok(bytes)
 }
 
-fn parse<'a, T: Deserialize<'a>>(state: &AppState, body: &'a [u8]) -> Result<T, ApiError> {
+/// Checks the API key and content type, then reads the body.
+async fn read_body(state: &AppState, req: Request) -> Result<(Scope, axum::body::Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let scope = authorize(state, &parts.headers).await?;
+    Ok((scope, read_json_body(state, &parts.headers, body).await?))
+}
+
+pub(crate) fn parse<'a, T: Deserialize<'a>>(state: &AppState, body: &'a [u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| api_error(state, ErrorCode::MalformedJson, "body is not valid UTF-8"))?;
     if !tether_proto::json::is_object(text) {
@@ -209,19 +229,26 @@ fn decode_target(raw: Option<&RawValue>) -> Result<Option<Target>, ProtoError> {
 /// Validates one publication completely (grammar, namespace, size) without publishing.
 fn build(
     state: &AppState,
+    scope: &Scope,
     channel: ChannelName,
     data: &RawValue,
     tags: Tags,
     target: Option<Target>,
 ) -> Result<Publication, ProtoError> {
+    if !scope.allows(&channel) {
+        return Err(ProtoError::new(
+            ErrorCode::ChannelNotAllowed,
+            "this API key may not publish to this channel",
+        ));
+    }
     let data = tether_proto::json::minify(data.get());
     state.namespaces.check_api_publish(&channel, data.len())?;
     Ok(Publication { channel, data: Some(data.into_owned().into_boxed_str()), tags, target })
 }
 
-fn build_one(state: &AppState, raw: &RawPublication<'_>) -> Result<Publication, ProtoError> {
+fn build_one(state: &AppState, scope: &Scope, raw: &RawPublication<'_>) -> Result<Publication, ProtoError> {
     let channel = decode_channel(raw.channel)?;
-    build(state, channel, raw.data, decode_tags(raw.tags)?, decode_target(raw.to)?)
+    build(state, scope, channel, raw.data, decode_tags(raw.tags)?, decode_target(raw.to)?)
 }
 
 fn ok_results(n: usize) -> Response {
@@ -243,16 +270,16 @@ fn json_response(status: StatusCode, body: String) -> Response {
 
 /// `POST /api/publish`.
 pub async fn publish(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let body = read_body(&state, req).await?;
+    let (scope, body) = read_body(&state, req).await?;
     let raw: RawPublication<'_> = parse(&state, &body)?;
-    let p = build_one(&state, &raw).map_err(|e| ApiError(state.count_error(e)))?;
+    let p = build_one(&state, &scope, &raw).map_err(|e| ApiError(state.count_error(e)))?;
     state.publish(&p);
     Ok(json_response(StatusCode::OK, "{}".to_owned()))
 }
 
 /// `POST /api/broadcast`: one payload to many channels.
 pub async fn broadcast(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let body = read_body(&state, req).await?;
+    let (scope, body) = read_body(&state, req).await?;
     let raw: RawBroadcast<'_> = parse(&state, &body)?;
     let max = state.config.http.max_batch_items;
     if raw.channels.len() > max {
@@ -267,7 +294,7 @@ pub async fn broadcast(State(state): State<AppState>, req: Request) -> Result<Re
     let mut pubs = Vec::with_capacity(raw.channels.len());
     for (i, c) in raw.channels.iter().enumerate() {
         let p = decode_channel(c)
-            .and_then(|ch| build(&state, ch, raw.data, tags.clone(), target.clone()))
+            .and_then(|ch| build(&state, &scope, ch, raw.data, tags.clone(), target.clone()))
             .map_err(|e| api_error(&state, e.code, format!("channels[{i}]: {}", e.message)))?;
         // A repeated channel would deliver the payload twice to its subscribers.
         if let Some(j) = pubs.iter().position(|q: &Publication| q.channel == p.channel) {
@@ -287,7 +314,7 @@ pub async fn broadcast(State(state): State<AppState>, req: Request) -> Result<Re
 
 /// `POST /api/batch`: many publications, validated together, published in order.
 pub async fn batch(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let body = read_body(&state, req).await?;
+    let (scope, body) = read_body(&state, req).await?;
     let raw: RawBatch<'_> = parse(&state, &body)?;
     let max = state.config.http.max_batch_items;
     if raw.publications.len() > max {
@@ -300,7 +327,7 @@ pub async fn batch(State(state): State<AppState>, req: Request) -> Result<Respon
     let mut pubs = Vec::with_capacity(raw.publications.len());
     for (i, r) in raw.publications.iter().enumerate() {
         let p = decode_item(r)
-            .and_then(|r| build_one(&state, &r))
+            .and_then(|r| build_one(&state, &scope, &r))
             .map_err(|e| api_error(&state, e.code, format!("publications[{i}]: {}", e.message)))?;
         pubs.push(p);
     }

@@ -9,13 +9,13 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::dialects::{echo, event_server, native};
 use crate::state::AppState;
-use crate::{api, sse};
+use crate::{api, auth, sse};
 
 /// Builds the router. Tests can call this directly.
 pub fn router(state: AppState) -> Router {
@@ -26,6 +26,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/broadcast", post(api::broadcast))
         .route("/api/batch", post(api::batch))
         .route("/api/openapi.json", get(api::openapi))
+        .route("/auth/register", post(auth::http::register))
+        .route("/auth/login", post(auth::http::login))
+        .route("/auth/refresh", post(auth::http::refresh))
+        .route("/auth/logout", post(auth::http::logout))
+        .route("/auth/password", post(auth::http::password))
+        .route("/auth/account", delete(auth::http::delete_account))
+        .route("/auth/me", get(auth::http::me))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
@@ -81,6 +88,7 @@ pub async fn serve(
             token.cancel();
         }
     };
+    tokio::spawn(housekeeping(Arc::clone(&state)));
     let drain = Duration::from_millis(state.config.shutdown.drain_timeout_ms);
     // Realtime frames are small and latency-bound: never let Nagle's algorithm hold one
     // back waiting for the peer's (possibly delayed) ACK.
@@ -110,4 +118,20 @@ pub async fn serve(
         ),
     }
     Ok(())
+}
+
+/// Periodic auth housekeeping until shutdown: re-checks live sessions (revocations made by
+/// another process) and purges expired sessions and idle rate-limit entries.
+async fn housekeeping(state: AppState) {
+    let mut sweep = tokio::time::interval(Duration::from_millis(state.config.auth.session_check_ms.max(100)));
+    let mut purge = tokio::time::interval(Duration::from_secs(60));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = sweep.tick() => state.auth.sweep_live_sessions().await,
+            _ = purge.tick() => state.auth.housekeeping().await,
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tether_engine::{NamespaceOptions, Namespaces};
+use tether_engine::{ClientRule, NamespaceOptions, Namespaces, SubscribeRule};
 use tether_proto::Identity;
 use tether_proto::channel::validate_namespace;
 
@@ -56,6 +56,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// API keys accepted by the HTTP server API (`Authorization: Bearer KEY`).
     pub api_keys: Vec<String>,
+    /// API keys that may publish only to some channels.
+    pub scoped_api_keys: Vec<ScopedApiKey>,
     /// Logging.
     pub log: LogConfig,
     /// Connection and message limits.
@@ -86,6 +88,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("tether-data"),
             api_keys: Vec::new(),
+            scoped_api_keys: Vec::new(),
             log: LogConfig::default(),
             limits: Limits::default(),
             websocket: WebSocketConfig::default(),
@@ -222,7 +225,7 @@ impl Default for HttpConfig {
     }
 }
 
-/// How connections authenticate (issue 3 replaces the token list with real accounts).
+/// How connections and users authenticate. See `docs/auth.md`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -232,12 +235,183 @@ pub struct AuthConfig {
     pub allow_client_identity: bool,
     /// Static connection tokens, each mapped to an identity.
     pub tokens: Vec<TokenIdentity>,
+    /// User accounts (register, login, sessions).
+    pub accounts: AccountsConfig,
+    /// Password hashing cost.
+    pub argon2: Argon2Config,
+    /// Login and registration rate limits.
+    pub rate_limits: AuthRateLimits,
+    /// JWT connection tokens minted by the application's backend; off when absent.
+    pub jwt: Option<crate::auth::jwt::JwtConfig>,
+    /// Peers (IP addresses or CIDRs) whose identity headers are trusted.
+    pub trusted_proxies: Vec<String>,
+    /// Names of the identity headers a trusted proxy sets.
+    pub identity_headers: IdentityHeaders,
+    /// How often live connections re-check that their session still exists, in
+    /// milliseconds. Revocations made by this server reach connections at once; this
+    /// catches those made by another process, such as `tether user passwd`.
+    pub session_check_ms: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { allow_anonymous: true, allow_client_identity: false, tokens: Vec::new() }
+        Self {
+            allow_anonymous: true,
+            allow_client_identity: false,
+            tokens: Vec::new(),
+            accounts: AccountsConfig::default(),
+            argon2: Argon2Config::default(),
+            rate_limits: AuthRateLimits::default(),
+            jwt: None,
+            trusted_proxies: Vec::new(),
+            identity_headers: IdentityHeaders::default(),
+            session_check_ms: 10_000,
+        }
     }
+}
+
+/// User accounts: switches, session lifetimes and the rules for names and passwords.
+/// Defaults follow sockey (`docs/auth.md` § Rules).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// Accounts at all (login, sessions). Off: `accounts_disabled`.
+    pub enabled: bool,
+    /// Self-service registration (`register`). Off: users are created with `tether user add`.
+    pub registration: bool,
+    /// Registration requires an email address.
+    pub require_email: bool,
+    /// Lifetime of a session token, in seconds.
+    pub session_ttl_s: u64,
+    /// "Remember me": how long after its expiry a persistent session is still renewed
+    /// when presented, in seconds. After that it is logged out like any other.
+    pub remember_for_s: u64,
+    /// Shortest user name, in characters.
+    pub username_min: usize,
+    /// Longest user name, in characters.
+    pub username_max: usize,
+    /// Regular expression a user name must match.
+    pub username_pattern: String,
+    /// Shortest password, in characters.
+    pub password_min: usize,
+    /// Longest password, in characters.
+    pub password_max: usize,
+    /// Regular expression a password must match.
+    pub password_pattern: String,
+    /// A password must contain a letter.
+    pub password_require_letter: bool,
+    /// A password must contain a digit.
+    pub password_require_digit: bool,
+    /// A password must contain one of `!@#$%^&*`.
+    pub password_require_special: bool,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            registration: true,
+            require_email: true,
+            session_ttl_s: 86_400,
+            remember_for_s: 30 * 86_400,
+            username_min: 3,
+            username_max: 32,
+            username_pattern: "^[a-zA-Z0-9!@#$%^&*]*$".to_owned(),
+            password_min: 6,
+            password_max: 60,
+            password_pattern: "^[a-zA-Z0-9!@#$%^&*]*$".to_owned(),
+            password_require_letter: true,
+            password_require_digit: true,
+            password_require_special: true,
+        }
+    }
+}
+
+/// Argon2id parameters (OWASP's recommended minimum by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Config {
+    /// Memory per hash, KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+    /// Hashes computed at once (0 = number of CPUs); more wait their turn.
+    pub max_concurrent: usize,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1, max_concurrent: 0 }
+    }
+}
+
+/// Rate limits of login and registration attempts (token buckets: `burst` attempts, then
+/// one more every `60 / per_minute` seconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthRateLimits {
+    /// Login attempts per client IP per minute (0 = unlimited).
+    pub login_per_ip_per_minute: u32,
+    /// Login burst per client IP.
+    pub login_ip_burst: u32,
+    /// Login attempts per user name per minute, from any address (0 = unlimited).
+    pub login_per_user_per_minute: u32,
+    /// Login burst per user name.
+    pub login_user_burst: u32,
+    /// Registrations per client IP per minute (0 = unlimited).
+    pub register_per_ip_per_minute: u32,
+    /// Registration burst per client IP.
+    pub register_ip_burst: u32,
+    /// Most addresses and names tracked at once; beyond, new ones are refused.
+    pub max_tracked: usize,
+}
+
+impl Default for AuthRateLimits {
+    fn default() -> Self {
+        Self {
+            login_per_ip_per_minute: 30,
+            login_ip_burst: 10,
+            login_per_user_per_minute: 10,
+            login_user_burst: 5,
+            register_per_ip_per_minute: 5,
+            register_ip_burst: 5,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+/// Names of the identity headers set by a trusted proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityHeaders {
+    /// User id header.
+    pub user: String,
+    /// Device id header.
+    pub device: String,
+    /// Zone header.
+    pub zone: String,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        Self {
+            user: "X-Tether-User".to_owned(),
+            device: "X-Tether-Device".to_owned(),
+            zone: "X-Tether-Zone".to_owned(),
+        }
+    }
+}
+
+/// An API key limited to channel patterns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedApiKey {
+    /// The secret key (at least 16 characters).
+    pub key: String,
+    /// Channel patterns it may publish to (`chat:*`, `news`).
+    pub channels: Vec<tether_proto::ChannelPattern>,
 }
 
 /// A static token and the identity it grants.
@@ -261,16 +435,22 @@ impl TokenIdentity {
     }
 }
 
-/// Options of one namespace.
+/// Options of one namespace (see [`NamespaceOptions`] for the meaning of each).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NamespaceConfig {
     /// Accept channels in this namespace at all (otherwise `unknown_namespace`).
     pub enabled: bool,
-    /// May connected clients publish?
-    pub allow_publish: bool,
-    /// May connections without identity subscribe?
-    pub allow_anonymous_subscribe: bool,
+    /// Who may subscribe: `anyone`, `authenticated` or `granted` (JWT grants only).
+    pub subscribe: SubscribeRule,
+    /// Who may publish from a client: `nobody`, `subscribers`, `authenticated` or `anyone`.
+    pub publish: ClientRule,
+    /// Personal channels: `ns:<user>` only for that user.
+    pub personal: bool,
+    /// Who may read presence (used by a later release).
+    pub presence: ClientRule,
+    /// Who may read history (used by a later release).
+    pub history: ClientRule,
     /// Most subscribers per channel (0 = unlimited).
     pub max_subscribers: usize,
     /// Largest publication `data` in bytes.
@@ -282,8 +462,11 @@ impl Default for NamespaceConfig {
         let d = NamespaceOptions::default();
         Self {
             enabled: true,
-            allow_publish: d.allow_publish,
-            allow_anonymous_subscribe: d.allow_anonymous_subscribe,
+            subscribe: d.subscribe,
+            publish: d.publish,
+            personal: d.personal,
+            presence: d.presence,
+            history: d.history,
             max_subscribers: d.max_subscribers,
             max_message_bytes: d.max_message_bytes,
         }
@@ -293,8 +476,11 @@ impl Default for NamespaceConfig {
 impl From<&NamespaceConfig> for NamespaceOptions {
     fn from(c: &NamespaceConfig) -> Self {
         Self {
-            allow_publish: c.allow_publish,
-            allow_anonymous_subscribe: c.allow_anonymous_subscribe,
+            subscribe: c.subscribe,
+            publish: c.publish,
+            personal: c.personal,
+            presence: c.presence,
+            history: c.history,
             max_subscribers: c.max_subscribers,
             max_message_bytes: c.max_message_bytes,
         }
@@ -390,6 +576,25 @@ impl Config {
             }
             t.identity().validate().map_err(|m| invalid(format!("auth.tokens: {m}")))?;
         }
+        for k in &self.scoped_api_keys {
+            if k.key.chars().count() < 16 {
+                return Err(invalid("scoped_api_keys: every key must be at least 16 characters".to_owned()));
+            }
+        }
+        crate::auth::rules::Rules::new(&self.auth.accounts).map_err(invalid)?;
+        crate::auth::proxy::TrustedHeaders::new(&self.auth).map_err(invalid)?;
+        if let Some(j) = &self.auth.jwt {
+            crate::auth::jwt::JwtVerifier::from_config(j).map_err(|m| invalid(format!("auth.jwt: {m}")))?;
+        }
+        let a = &self.auth.accounts;
+        if a.session_ttl_s == 0 || a.username_min == 0 || a.password_min == 0 {
+            return Err(invalid(
+                "auth.accounts: session_ttl_s, username_min and password_min must be above 0".to_owned(),
+            ));
+        }
+        if a.username_min > a.username_max || a.password_min > a.password_max {
+            return Err(invalid("auth.accounts: a minimum length is above its maximum".to_owned()));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(format!("log.level: '{}' is not a valid filter", self.log.level)));
         }
@@ -426,7 +631,7 @@ impl Config {
             .collect();
         if self.event_server.enabled && !self.namespaces.contains_key(&self.event_server.namespace) {
             named.entry(self.event_server.namespace.clone()).or_insert(NamespaceOptions {
-                allow_anonymous_subscribe: false,
+                subscribe: SubscribeRule::Authenticated,
                 ..NamespaceOptions::default()
             });
         }
@@ -457,10 +662,10 @@ mod tests {
 
     #[test]
     fn defaults_and_namespaces() {
-        let c = Config::from_toml("[namespaces.chat]\nallow_publish = true\n", Path::new("c")).unwrap();
+        let c = Config::from_toml("[namespaces.chat]\npublish = \"anyone\"\n", Path::new("c")).unwrap();
         let ns = c.namespaces();
-        assert!(ns.named["chat"].allow_publish);
-        assert!(!ns.named["events"].allow_anonymous_subscribe);
+        assert_eq!(ns.named["chat"].publish, ClientRule::Anyone);
+        assert_eq!(ns.named["events"].subscribe, SubscribeRule::Authenticated);
         assert!(ns.default.is_some());
         let c = Config::from_toml(
             "[default_namespace]\nenabled = false\n[namespaces.x]\nenabled = false\n",

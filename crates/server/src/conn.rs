@@ -9,7 +9,8 @@
 //! Close codes (see `docs/protocol.md` § Close codes):
 //! 1000 normal, 1001 server shutdown (reconnect), 1002 protocol error, 1003 binary frame
 //! where only text is allowed, 1007 invalid UTF-8, 1009 message too big,
-//! 4001 idle timeout, 4002 slow consumer, 4004 no `connect` in time, 4008 rate limit abuse.
+//! 4001 idle timeout, 4002 slow consumer, 4003 credential expired or revoked, 4004 no
+//! `connect` in time, 4008 rate limit abuse.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tether_engine::TokenBucket;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +44,9 @@ pub mod close {
     pub const IDLE_TIMEOUT: u16 = 4001;
     /// The client did not read fast enough and its queue overflowed.
     pub const SLOW_CONSUMER: u16 = 4002;
+    /// The connection's credential expired (JWT not refreshed within the grace period) or
+    /// was revoked, and the server does not allow anonymous connections.
+    pub const AUTH_EXPIRED: u16 = 4003;
     /// No `connect` within the connect timeout.
     pub const CONNECT_TIMEOUT: u16 = 4004;
     /// The client kept sending far above its rate limit.
@@ -68,8 +73,15 @@ pub enum Heartbeat {
     Off,
 }
 
+/// Sends events into a connection's loop from other tasks (e.g. the result of a password
+/// check done off the runtime, or a revocation of the connection's session).
+pub type Mailbox<E> = mpsc::UnboundedSender<E>;
+
 /// A protocol spoken over the connection loop.
 pub trait Dialect: Send {
+    /// Events other tasks deliver to this connection through its [`Mailbox`]; handled by
+    /// [`Dialect::on_event`] on the connection's own task, so dialect state needs no lock.
+    type Event: Send + 'static;
     /// Current idle timeout: the connection is closed if nothing arrives for this long.
     fn idle_timeout(&self) -> (Duration, u16);
     /// A deadline counted from when the connection opened (not from the last frame), with
@@ -88,6 +100,8 @@ pub trait Dialect: Send {
     }
     /// A text message arrived above the rate limit; it was not processed.
     fn on_rate_limited(&mut self, text: &str, out: &mut Vec<Message>);
+    /// Handles an event from the connection's mailbox; replies go to `out`.
+    fn on_event(&mut self, event: Self::Event, out: &mut Vec<Message>) -> Flow;
     /// The connection is over: release subscriptions.
     fn on_close(&mut self);
 }
@@ -171,6 +185,7 @@ pub async fn run<S, D>(
     mut socket: S,
     mut dialect: D,
     outbox: Arc<Outbox>,
+    mut events: mpsc::UnboundedReceiver<D::Event>,
     cfg: LoopConfig,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
@@ -287,6 +302,20 @@ pub async fn run<S, D>(
                     break Exit::Close(code, reason);
                 }
             }
+            Some(event) = events.recv() => {
+                let flow = dialect.on_event(event, &mut out);
+                if !out.is_empty() {
+                    let w = tokio::time::timeout(cfg.write_timeout, write_replies(&mut socket, &mut out, &metrics));
+                    match w.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(())) => break Exit::Gone,
+                        Err(_) => break Exit::Close(close::SLOW_CONSUMER, "slow consumer"),
+                    }
+                }
+                if let Flow::Close(code, reason) = flow {
+                    break Exit::Close(code, reason);
+                }
+            }
             () = &mut timer => {
                 let now = Instant::now();
                 if now >= idle_deadline {
@@ -383,6 +412,14 @@ mod tests {
     }
 
     impl Dialect for TestDialect {
+        type Event = &'static str;
+        fn on_event(&mut self, event: &'static str, out: &mut Vec<Message>) -> Flow {
+            if event == "close" {
+                return Flow::Close(4999, "asked");
+            }
+            out.push(Message::Text(Utf8Bytes::from_static(event)));
+            Flow::Continue
+        }
         fn idle_timeout(&self) -> (Duration, u16) {
             (Duration::from_secs(10), close::IDLE_TIMEOUT)
         }
@@ -407,6 +444,7 @@ mod tests {
         outbox: Arc<Outbox>,
         shutdown: CancellationToken,
         closed: Arc<std::sync::atomic::AtomicBool>,
+        events: Mailbox<&'static str>,
         task: tokio::task::JoinHandle<()>,
     }
 
@@ -416,15 +454,17 @@ mod tests {
         let outbox = Arc::new(Outbox::new(queue));
         let shutdown = CancellationToken::new();
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (events, events_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(
             FakeSocket { inbound, outbound },
             TestDialect { closed: Arc::clone(&closed) },
             Arc::clone(&outbox),
+            events_rx,
             cfg,
             shutdown.clone(),
             Arc::new(Metrics::new()),
         ));
-        Harness { to_loop, from_loop, outbox, shutdown, closed, task }
+        Harness { to_loop, from_loop, outbox, shutdown, closed, events, task }
     }
 
     fn cfg() -> LoopConfig {
@@ -464,6 +504,18 @@ mod tests {
         let m = h.from_loop.recv().await.unwrap();
         assert_eq!(close_code(&m), close::IDLE_TIMEOUT);
         assert_eq!(start.elapsed(), Duration::from_secs(10));
+        drop(h.to_loop);
+        h.task.await.unwrap();
+        assert!(h.closed.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mailbox_events_reach_the_dialect_and_may_close() {
+        let mut h = harness(LoopConfig { ping_interval: Duration::from_secs(60), ..cfg() }, 8);
+        h.events.send("from another task").unwrap();
+        assert_eq!(text(&h.from_loop.recv().await.unwrap()), "from another task");
+        h.events.send("close").unwrap();
+        assert_eq!(close_code(&h.from_loop.recv().await.unwrap()), 4999);
         drop(h.to_loop);
         h.task.await.unwrap();
         assert!(h.closed.load(std::sync::atomic::Ordering::SeqCst));

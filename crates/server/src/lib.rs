@@ -13,11 +13,15 @@
 //! - [`dialects`]: native protocol, event-server, Autobahn echo.
 //! - [`sse`]: server-sent events.
 //! - [`api`]: the HTTP server API.
+//! - [`auth`]: accounts, sessions, JWTs, API keys, trusted identity headers.
+//! - [`clock`]: the injectable wall clock expiry is measured on.
 //! - [`metrics`]: counters, gauges and the Prometheus exposition.
 //! - [`keys`]: API key resolution (flags, env, config, generated file).
 
 pub mod api;
 pub mod app;
+pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod dialects;
@@ -35,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use clock::Clock;
 pub use config::Config;
 pub use state::{AppState, Shared};
 
@@ -51,11 +56,24 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Binds `config.listen` (use port 0 for an ephemeral port) and serves in the
-    /// background with the given API keys.
+    /// background with the given API keys, the SQLite store in `config.data_dir` and the
+    /// system clock.
     pub async fn start(config: Config, api_keys: HashSet<String>) -> std::io::Result<Self> {
+        Self::start_with_clock(config, api_keys, Clock::system()).await
+    }
+
+    /// Like [`RunningServer::start`] with a given clock (tests pass a manual one).
+    pub async fn start_with_clock(
+        config: Config,
+        api_keys: HashSet<String>,
+        clock: Clock,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(Shared::new(config, api_keys));
+        let state = tokio::task::spawn_blocking(move || build_state(config, &api_keys, clock))
+            .await
+            .map_err(std::io::Error::other)??;
+        let state = Arc::new(state);
         let (tx, rx) = oneshot::channel::<()>();
         let join = tokio::spawn(app::serve(listener, Arc::clone(&state), async move {
             let _ = rx.await;
@@ -70,4 +88,12 @@ impl RunningServer {
         }
         self.join.await.map_err(std::io::Error::other)?
     }
+}
+
+/// Opens the store in the data directory and builds the shared state (blocking).
+pub fn build_state(config: Config, api_keys: &HashSet<String>, clock: Clock) -> std::io::Result<Shared> {
+    let store = tether_store::SqliteStore::open_in_dir(&config.data_dir).map_err(|e| {
+        std::io::Error::other(format!("opening the database in {}: {e}", config.data_dir.display()))
+    })?;
+    Shared::new(config, api_keys, Arc::new(store), clock).map_err(std::io::Error::other)
 }

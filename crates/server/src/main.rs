@@ -196,14 +196,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("Generated an API key (stored in {}; shown only this once):\n\n    {k}\n", path.display());
     }
     let rt = runtime()?;
+    let state = rt.block_on(async {
+        tokio::task::spawn_blocking(move || {
+            tether_server::build_state(config, &keys.keys, tether_server::Clock::system())
+        })
+        .await
+    })??;
     rt.block_on(async move {
         let shutdown = shutdown_signal()?;
+        let config = &state.config;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "tether listening");
-        let state = std::sync::Arc::new(tether_server::Shared::new(config, keys.keys));
-        tether_server::app::serve(listener, state, shutdown).await?;
+        tether_server::app::serve(listener, std::sync::Arc::new(state), shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -12,18 +12,19 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use std::pin::Pin;
 use tether_engine::hub::ConnId;
 use tether_engine::{Publication, Subscriber};
-use tether_proto::{ChannelName, ErrorCode, Filter, Identity, ProtoError};
+use tether_proto::{ChannelName, ErrorCode, Filter, ProtoError};
 
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::api::ApiError;
+use crate::auth::{Principal, PrincipalKind, Verified};
 use crate::conn::close;
 use crate::metrics::{ConnectionGauge, Transport};
 use crate::outbox::{Frame, Outbox, Overflowed};
@@ -53,7 +54,7 @@ pub struct SseQuery {
     pub channel: String,
     /// Optional filter.
     pub filter: Option<String>,
-    /// Optional connection token (see `auth.tokens`).
+    /// Optional credential: session token, JWT or static token.
     pub token: Option<String>,
 }
 
@@ -62,11 +63,16 @@ struct Subscription {
     channel: ChannelName,
     id: ConnId,
     outbox: Arc<Outbox>,
+    /// The login session the stream holds, registered for revocation.
+    session: Option<tether_store::SessionId>,
     _slot: ConnSlot,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if let Some(sid) = self.session {
+            self.state.auth.live.unregister(sid, self.id);
+        }
         self.outbox.close();
         self.state.hub.unsubscribe(&self.channel, self.id);
     }
@@ -91,6 +97,7 @@ fn disconnect_event(code: u16, reason: &str) -> Bytes {
 pub async fn handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     query: Result<Query<SseQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let err = |code, msg: String| ApiError(state.count_error(ProtoError::new(code, msg)));
@@ -103,18 +110,30 @@ pub async fn handler(
         .map(Filter::parse)
         .transpose()
         .map_err(|e| err(ErrorCode::InvalidFilter, e.to_string()))?;
-    let identity = match q.token {
-        Some(t) => match state.identities.get(&t) {
-            Some(i) => Arc::clone(i),
-            None => return Err(err(ErrorCode::Unauthenticated, "unknown token".to_owned())),
+    // EventSource cannot set headers, so the token may come in the query; a Bearer header
+    // works too. No credential: a trusted proxy's identity headers, or anonymous.
+    let token = q.token.as_deref().or_else(|| crate::api::bearer(&headers).ok());
+    let principal = match token {
+        // A persistent session is not renewed here: an SSE client could not learn the new token.
+        Some(t) if crate::auth::token::is_session_token(t) => state.auth.verify_session(t, false).await,
+        Some(t) => state.auth.verify(t).await,
+        None => match state.auth.proxy.identity(peer.ip(), &headers) {
+            Some(h) => {
+                Ok(Verified { principal: Principal::with_identity(h, PrincipalKind::Header), renewed: None })
+            }
+            None if state.config.auth.allow_anonymous => {
+                Ok(Verified { principal: Principal::anonymous(), renewed: None })
+            }
+            None => Err(ProtoError::new(ErrorCode::Unauthenticated, "credentials required")),
         },
-        None if state.config.auth.allow_anonymous => Arc::new(Identity::default()),
-        None => return Err(err(ErrorCode::Unauthenticated, "credentials required".to_owned())),
-    };
+    }
+    .map_err(|e| ApiError(state.count_error(e)))?
+    .principal;
     let opts = state
         .namespaces
-        .check_subscribe(&channel, identity.is_anonymous())
+        .check_subscribe(&channel, &principal.access())
         .map_err(|e| ApiError(state.count_error(e)))?;
+    let identity = Arc::clone(&principal.identity);
     let slot = match ConnLimiter::acquire(&state, peer.ip()) {
         Ok(s) => s,
         Err(e) => return Ok(crate::api::limit_response(&state, e)),
@@ -131,11 +150,18 @@ pub async fn handler(
         )
         .map_err(|e| ApiError(state.count_error(e.into())))?;
     let heartbeat = Duration::from_millis(state.config.sse.heartbeat_ms);
+    // Cancelled by server shutdown (the parent) or by revocation of the stream's session.
+    let ended = state.shutdown.child_token();
+    let session = principal.session_id();
+    if let Some(sid) = session {
+        let ended = ended.clone();
+        state.auth.live.register(sid, id, Arc::new(move |_| ended.cancel()));
+    }
     let st = StreamState {
-        sub: Subscription { state: Arc::clone(&state), channel, id, outbox, _slot: slot },
+        sub: Subscription { state: Arc::clone(&state), channel, id, outbox, session, _slot: slot },
         batch: VecDeque::new(),
         heartbeat: Box::pin(sleep_until(Instant::now() + heartbeat)),
-        cancelled: Box::pin(state.shutdown.clone().cancelled_owned()),
+        cancelled: Box::pin(ended.cancelled_owned()),
         done: false,
         _gauge: state.metrics.connection_opened(Transport::Sse),
     };
@@ -147,7 +173,11 @@ pub async fn handler(
             biased;
             () = st.cancelled.as_mut() => {
                 st.done = true;
-                disconnect_event(close::GOING_AWAY, "server shutting down; reconnect")
+                if st.sub.state.shutdown.is_cancelled() {
+                    disconnect_event(close::GOING_AWAY, "server shutting down; reconnect")
+                } else {
+                    disconnect_event(close::AUTH_EXPIRED, "session revoked")
+                }
             }
             taken = st.sub.outbox.take(&mut st.batch) => {
                 if taken == Err(Overflowed) {

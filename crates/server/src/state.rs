@@ -8,10 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use tether_engine::hub::ConnId;
 use tether_engine::{FormatId, Hub, Namespaces, Publication, PublishStats};
-use tether_proto::{ErrorCode, Identity, ProtoError};
+use tether_proto::{ErrorCode, ProtoError};
+use tether_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::apikeys::ApiKeys;
+use crate::auth::{Auth, AuthSetupError};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::dialects::event_server::TokenFile;
 use crate::metrics::Metrics;
@@ -47,10 +51,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Connection limits.
     pub limiter: ConnLimiter,
-    /// Accepted API keys.
-    pub api_keys: HashSet<String>,
-    /// Static connection tokens → identity.
-    pub identities: HashMap<String, Arc<Identity>>,
+    /// Authentication: accounts, sessions, JWTs, API keys, trusted headers.
+    pub auth: Auth,
     /// The event-server token file, when configured.
     pub event_tokens: Option<TokenFile>,
     next_conn: AtomicU64,
@@ -60,19 +62,25 @@ pub struct Shared {
 pub type AppState = Arc<Shared>;
 
 impl Shared {
-    /// Builds the state from a validated config and the effective API keys.
-    pub fn new(config: Config, api_keys: HashSet<String>) -> Self {
+    /// Builds the state from a validated config, the effective API keys, the store and the
+    /// clock. Blocking (loads keys, computes a dummy password hash): call at start-up.
+    pub fn new(
+        config: Config,
+        api_keys: &HashSet<String>,
+        store: Arc<dyn Store>,
+        clock: Clock,
+    ) -> Result<Self, AuthSetupError> {
         let hub = Hub::new(vec![
             Box::new(crate::dialects::native::encode_push),
             Box::new(crate::sse::encode_event),
             Box::new(crate::dialects::event_server::encode_event),
         ]);
         let formats = Formats { native: hub.format(0), sse: hub.format(1), event_server: hub.format(2) };
-        let identities =
-            config.auth.tokens.iter().map(|t| (t.token.clone(), Arc::new(t.identity()))).collect();
+        let keys = ApiKeys::new(api_keys, &config.scoped_api_keys);
+        let auth = Auth::new(&config.auth, store, clock, keys)?;
         let event_tokens = config.event_server.tokens_file.clone().map(TokenFile::new);
         let limiter = ConnLimiter::new(config.limits.max_connections, config.limits.max_connections_per_ip);
-        Self {
+        Ok(Self {
             namespaces: config.namespaces(),
             config,
             hub,
@@ -81,11 +89,10 @@ impl Shared {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             limiter,
-            api_keys,
-            identities,
+            auth,
             event_tokens,
             next_conn: AtomicU64::new(1),
-        }
+        })
     }
 
     /// A fresh connection id.

@@ -77,7 +77,7 @@ async fn wait_healthy(port: u16) {
 fn check_config_reports_file_line_and_key() {
     let dir = temp_dir("check");
     let good = dir.join("good.toml");
-    std::fs::write(&good, "listen = \"127.0.0.1:9\"\n[namespaces.chat]\nallow_publish = true\n").unwrap();
+    std::fs::write(&good, "listen = \"127.0.0.1:9\"\n[namespaces.chat]\npublish = \"anyone\"\n").unwrap();
     let out = Command::new(BIN).arg("check-config").arg(&good).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let bad = dir.join("bad.toml");

@@ -676,6 +676,6 @@ async fn anonymous_native_subscribe_to_events_is_denied() {
     let (server, _tokens) = bridged_server("anon_native").await;
     let mut n = native(&server).await;
     let r = request(&mut n, 2, json!({"op":"subscribe","channel":"events:x"})).await;
-    assert_eq!(r["error"]["code"], "permission_denied", "{r}");
+    assert_eq!(r["error"]["code"], "unauthenticated", "{r}");
     assert_eq!(server.state.hub.subscriber_count(&channel("events:x")), 0);
 }

@@ -79,7 +79,7 @@ async fn each_bad_input_class_gets_its_code_and_the_connection_stays_usable() {
     c.namespaces.insert(
         "tiny".into(),
         tether_server::config::NamespaceConfig {
-            allow_publish: true,
+            publish: tether_engine::ClientRule::Anyone,
             max_subscribers: 1,
             max_message_bytes: 8,
             ..Default::default()
@@ -182,7 +182,7 @@ async fn connect_credentials() {
     assert_eq!(code(&request(&mut ws, 1, json!({"op":"connect"})).await), "unauthenticated");
     assert_eq!(
         code(&request(&mut ws, 2, json!({"op":"connect","token":"wrong-token-0123456"})).await),
-        "unauthenticated"
+        "invalid_token"
     );
     assert_eq!(
         code(&request(&mut ws, 3, json!({"op":"connect","identity":{"user":"mallory"}})).await),

@@ -479,7 +479,9 @@ async fn operations(spec: &mut Spec, server: &RunningServer) {
 /// so this one state is checked through the real router with its shutdown token cancelled.
 async fn readyz_shutting_down(spec: &mut Spec) {
     use tower::ServiceExt as _;
-    let state = Arc::new(tether_server::Shared::new(config(), HashSet::new()));
+    let state = Arc::new(
+        tether_server::build_state(config(), &HashSet::new(), tether_server::Clock::system()).unwrap(),
+    );
     state.shutdown.cancel();
     let req = axum::http::Request::get("/readyz").body(axum::body::Body::empty()).expect("request");
     let resp = tether_server::app::router(state).oneshot(req).await.expect("router answers");

@@ -289,7 +289,7 @@ async fn tokens_and_anonymous_access() {
     let (s, b) = http(&server, "GET", "/sse?channel=news", &[], "").await;
     assert_eq!((s, error_code(&b).as_str()), (401, "unauthenticated"));
     let (s, b) = http(&server, "GET", "/sse?channel=news&token=wrong-token-0123456789", &[], "").await;
-    assert_eq!((s, error_code(&b).as_str()), (401, "unauthenticated"));
+    assert_eq!((s, error_code(&b).as_str()), (401, "invalid_token"));
     let mut sse = open(&server, "/sse?channel=news&token=sse-token-0123456789").await;
     publish(&server, json!({"channel":"news","data":1})).await;
     assert_eq!(sse.next_data().await, r#"{"push":"pub","channel":"news","data":1}"#);
@@ -306,7 +306,7 @@ async fn event_server_namespace_needs_identity() {
     });
     let server = start(c).await;
     let (s, b) = http(&server, "GET", "/sse?channel=events:x", &[], "").await;
-    assert_eq!((s, error_code(&b).as_str()), (403, "permission_denied"));
+    assert_eq!((s, error_code(&b).as_str()), (401, "unauthenticated"));
     let mut sse = open(&server, "/sse?channel=events:x&token=sse-token-0123456789").await;
     publish(&server, json!({"channel":"events:x","data":{"a":1}})).await;
     assert_eq!(sse.next_data().await, r#"{"push":"pub","channel":"events:x","data":{"a":1}}"#);

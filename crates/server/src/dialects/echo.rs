@@ -17,6 +17,10 @@ use crate::state::AppState;
 struct Echo;
 
 impl Dialect for Echo {
+    type Event = std::convert::Infallible;
+    fn on_event(&mut self, event: Self::Event, _out: &mut Vec<Message>) -> Flow {
+        match event {}
+    }
     fn idle_timeout(&self) -> (Duration, u16) {
         (Duration::from_secs(60), close::IDLE_TIMEOUT)
     }
@@ -42,5 +46,5 @@ pub async fn handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     let cfg = LoopConfig { rate: 0, ..super::loop_config(&state) };
-    super::accept(state, ws, peer, Transport::Echo, cfg, |_, _| Echo)
+    super::accept(state, ws, peer, Transport::Echo, cfg, |_, _, _| Echo)
 }

@@ -271,7 +271,7 @@ pub async fn ws_handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     let cfg = super::loop_config(&state);
-    super::accept(state, ws, peer, Transport::EventServer, cfg, |state, outbox| Listener {
+    super::accept(state, ws, peer, Transport::EventServer, cfg, |state, outbox, _| Listener {
         id: state.next_conn_id(),
         state,
         outbox,
@@ -358,6 +358,10 @@ impl Listener {
 }
 
 impl Dialect for Listener {
+    type Event = std::convert::Infallible;
+    fn on_event(&mut self, event: Self::Event, _out: &mut Vec<Message>) -> Flow {
+        match event {}
+    }
     fn idle_timeout(&self) -> (Duration, u16) {
         let ws = &self.state.config.websocket;
         (Duration::from_millis(ws.ping_interval_ms + ws.pong_timeout_ms), close::IDLE_TIMEOUT)

@@ -14,7 +14,7 @@ use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use tether_proto::{ErrorCode, ProtoError};
 
-use crate::conn::{self, Dialect, LoopConfig};
+use crate::conn::{self, Dialect, LoopConfig, Mailbox};
 use crate::metrics::Transport;
 use crate::outbox::Outbox;
 use crate::state::{AppState, ConnLimiter};
@@ -70,7 +70,7 @@ pub(crate) fn accept<D, F>(
 ) -> Response
 where
     D: Dialect + 'static,
-    F: FnOnce(AppState, Arc<Outbox>) -> D + Send + 'static,
+    F: FnOnce(AppState, Arc<Outbox>, Mailbox<D::Event>) -> D + Send + 'static,
 {
     let ws = match require_upgrade(&state, ws) {
         Ok(ws) => ws,
@@ -87,10 +87,11 @@ where
                 let _slot = slot;
                 let _gauge = state.metrics.connection_opened(transport);
                 let outbox = state.new_outbox();
-                let dialect = make(Arc::clone(&state), Arc::clone(&outbox));
+                let (mailbox, events) = tokio::sync::mpsc::unbounded_channel();
+                let dialect = make(Arc::clone(&state), Arc::clone(&outbox), mailbox);
                 let (shutdown, metrics) = (state.shutdown.clone(), Arc::clone(&state.metrics));
                 drop(state);
-                conn::run(socket, dialect, outbox, cfg, shutdown, metrics).await;
+                conn::run(socket, dialect, outbox, events, cfg, shutdown, metrics).await;
             })
         })
         .into_response()

@@ -1,22 +1,39 @@
-//! The native protocol v1 over WebSocket (`/ws`). See `docs/protocol.md`.
+//! The native protocol v1 over WebSocket (`/ws`). See `docs/protocol.md` and `docs/auth.md`.
+//!
+//! Account operations (register, login, token verification against the store, password
+//! checks) are asynchronous: they run on their own task and come back through the
+//! connection's mailbox as [`Event::Done`]. While one is in flight, later frames of the
+//! same connection wait in a small queue, so a client may pipeline `login` and
+//! `subscribe` and still have them applied in order.
 
-use std::net::SocketAddr;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use tether_engine::hub::ConnId;
 use tether_engine::{Publication, Subscriber};
-use tether_proto::message::{self, ClientFrame, Connect, Request};
+use tether_proto::message::{self, Account, ClientFrame, Connect, Request, push_json_string};
 use tether_proto::{ChannelName, ErrorCode, Filter, Identity, ProtoError, Tags};
+use tokio::task::AbortHandle;
 
-use crate::conn::{Dialect, Flow, Heartbeat, close};
+use crate::auth::accounts::Credentials;
+use crate::auth::http::session_json;
+use crate::auth::live::Revoked;
+use crate::auth::{Issued, Principal, PrincipalKind, Verified};
+use crate::conn::{Dialect, Flow, Heartbeat, Mailbox, close};
 use crate::metrics::Transport;
 use crate::outbox::{Frame, Outbox};
 use crate::state::AppState;
+
+/// Frames held while an account operation is in flight; beyond this the client is told
+/// to slow down (`rate_limited`).
+const MAX_QUEUED: usize = 64;
 
 /// Encodes a publication as a native push frame.
 pub fn encode_push(p: &Publication) -> Frame {
@@ -28,69 +45,204 @@ pub async fn handler(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
     let cfg = super::loop_config(&state);
-    super::accept(state, ws, peer, Transport::Native, cfg, Session::new)
+    let header_identity = state.auth.proxy.identity(peer.ip(), &headers);
+    super::accept(state, ws, peer, Transport::Native, cfg, move |state, outbox, mailbox| {
+        Session::new(state, outbox, mailbox, peer.ip(), header_identity)
+    })
+}
+
+/// What an account operation produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// `connect` with a token.
+    Connected(Verified),
+    /// `register` or `login`.
+    LoggedIn(Issued),
+    /// `refresh` of a login session.
+    Refreshed(Issued),
+    /// `refresh` with a fresh JWT.
+    JwtRefreshed(Principal),
+    /// `logout`.
+    LoggedOut,
+    /// `change_password`.
+    PasswordChanged,
+    /// `delete_account`.
+    AccountDeleted,
+}
+
+/// Events delivered to a session through its mailbox.
+#[derive(Debug)]
+pub enum Event {
+    /// An account operation finished.
+    Done {
+        /// Request id to answer.
+        id: u64,
+        /// Its result.
+        outcome: Result<Outcome, ProtoError>,
+    },
+    /// The connection's login session was revoked elsewhere.
+    Revoked(Revoked),
+    /// The credential's expiry time has come (generation of the timer).
+    Expired(u64),
+    /// The renewal of an expired session finished.
+    Renewed(u64, Result<Issued, ProtoError>),
+    /// A JWT connection did not refresh in time.
+    RefreshDeadline(u64),
 }
 
 /// One native session.
-#[derive(Debug)]
 pub struct Session {
     state: AppState,
     id: ConnId,
     outbox: Arc<Outbox>,
-    /// `None` until `connect` succeeded.
-    identity: Option<Arc<Identity>>,
-    subscriptions: Vec<ChannelName>,
+    mailbox: Mailbox<Event>,
+    peer: IpAddr,
+    /// Identity from a trusted proxy's headers, used when `connect` carries no token.
+    header_identity: Option<Identity>,
+    /// `None` until `connect` (or `register`/`login`) succeeded.
+    principal: Option<Principal>,
+    subscriptions: Vec<(ChannelName, Option<Filter>)>,
+    /// An account operation is in flight; frames wait in `queued`.
+    busy: bool,
+    queued: VecDeque<Utf8Bytes>,
+    /// Generation of the expiry timers; a timer whose generation is stale is ignored.
+    timer_gen: u64,
+    timer: Option<AbortHandle>,
+    /// A JWT expired and the server asked for a fresh one.
+    refresh_pending: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).field("busy", &self.busy).finish_non_exhaustive()
+    }
+}
+
+fn reply(id: u64, result: &str) -> Message {
+    Message::Text(message::encode_result(id, result).into())
+}
+
+fn not_connected() -> ProtoError {
+    ProtoError::new(ErrorCode::NotConnected, "send connect first")
 }
 
 impl Session {
     /// A session before `connect`.
-    pub fn new(state: AppState, outbox: Arc<Outbox>) -> Self {
+    pub fn new(
+        state: AppState,
+        outbox: Arc<Outbox>,
+        mailbox: Mailbox<Event>,
+        peer: IpAddr,
+        header_identity: Option<Identity>,
+    ) -> Self {
         let id = state.next_conn_id();
-        Self { state, id, outbox, identity: None, subscriptions: Vec::new() }
+        Self {
+            state,
+            id,
+            outbox,
+            mailbox,
+            peer,
+            header_identity,
+            principal: None,
+            subscriptions: Vec::new(),
+            busy: false,
+            queued: VecDeque::new(),
+            timer_gen: 0,
+            timer: None,
+            refresh_pending: false,
+        }
     }
 
-    fn connect(&mut self, c: Connect) -> Result<String, ProtoError> {
-        if self.identity.is_some() {
+    fn principal(&self) -> Result<&Principal, ProtoError> {
+        self.principal.as_ref().ok_or_else(not_connected)
+    }
+
+    /// The principal a connection falls back to when its credential goes away.
+    fn fallback_principal(&self) -> Option<Principal> {
+        match &self.header_identity {
+            Some(h) => Some(Principal::with_identity(h.clone(), PrincipalKind::Header)),
+            None if self.state.config.auth.allow_anonymous => Some(Principal::anonymous()),
+            None => None,
+        }
+    }
+
+    fn connect_result(&self, session: Option<&Issued>) -> String {
+        let ws = &self.state.config.websocket;
+        let mut s = format!(
+            r#"{{"client":"{}","version":"{}","ping_interval_ms":{},"pong_timeout_ms":{}"#,
+            self.id,
+            message::PROTOCOL_VERSION,
+            ws.ping_interval_ms,
+            ws.pong_timeout_ms
+        );
+        let user = self.principal.as_ref().and_then(|p| p.identity.user.as_deref());
+        s.push_str(r#","user":"#);
+        match user {
+            Some(u) => push_json_string(&mut s, u),
+            None => s.push_str("null"),
+        }
+        if let Some(i) = session {
+            s.push_str(r#","session":"#);
+            s.push_str(&session_json(i));
+        }
+        s.push('}');
+        s
+    }
+
+    /// `connect` without a token is decided here; with one, the check is asynchronous.
+    fn connect(&mut self, id: u64, c: Connect) -> Result<Option<String>, ProtoError> {
+        if self.principal.is_some() {
             return Err(ProtoError::new(ErrorCode::AlreadyConnected, "already connected"));
         }
         let auth = &self.state.config.auth;
-        let identity = match (c.token, c.identity) {
-            (Some(token), None) => match self.state.identities.get(&token) {
-                Some(id) => Arc::clone(id),
-                None => return Err(ProtoError::new(ErrorCode::Unauthenticated, "unknown token")),
-            },
-            (None, Some(claimed)) if auth.allow_client_identity => Arc::new(claimed),
-            (None, Some(_)) => {
-                return Err(ProtoError::new(
-                    ErrorCode::PermissionDenied,
-                    "this server does not accept client-declared identities",
-                ));
-            }
+        let principal = match (c.token, c.identity) {
             (Some(_), Some(_)) => {
                 return Err(ProtoError::new(
                     ErrorCode::InvalidMessage,
                     "send either token or identity, not both",
                 ));
             }
-            (None, None) if auth.allow_anonymous => Arc::new(Identity::default()),
-            (None, None) => return Err(ProtoError::new(ErrorCode::Unauthenticated, "credentials required")),
+            (Some(token), None) => {
+                self.start(id, Request::Connect(Connect { token: Some(token), identity: None }));
+                return Ok(None);
+            }
+            (None, Some(claimed)) if auth.allow_client_identity => {
+                Principal::with_identity(claimed, PrincipalKind::Declared)
+            }
+            (None, Some(_)) => {
+                return Err(ProtoError::new(
+                    ErrorCode::PermissionDenied,
+                    "this server does not accept client-declared identities",
+                ));
+            }
+            (None, None) => match self.fallback_principal() {
+                Some(p) => p,
+                None => return Err(ProtoError::new(ErrorCode::Unauthenticated, "credentials required")),
+            },
         };
-        self.identity = Some(identity);
-        let ws = &self.state.config.websocket;
-        Ok(format!(
-            r#"{{"client":"{}","version":"{}","ping_interval_ms":{},"pong_timeout_ms":{}}}"#,
-            self.id,
-            message::PROTOCOL_VERSION,
-            ws.ping_interval_ms,
-            ws.pong_timeout_ms
-        ))
+        let mut ignored = Vec::new();
+        self.set_principal(principal, &mut ignored);
+        Ok(Some(self.connect_result(None)))
+    }
+
+    /// Runs an account operation on its own task; its result comes back as an event.
+    fn start(&mut self, id: u64, request: Request) {
+        self.busy = true;
+        let state = Arc::clone(&self.state);
+        let principal = self.principal.clone();
+        let (peer, conn, mailbox) = (self.peer, self.id, self.mailbox.clone());
+        tokio::spawn(async move {
+            let outcome = run_account_op(&state, principal, peer, conn, request).await;
+            let _ = mailbox.send(Event::Done { id, outcome });
+        });
     }
 
     fn subscribe(&mut self, channel: ChannelName, filter: Option<Filter>) -> Result<(), ProtoError> {
-        let identity = self.identity.as_ref().ok_or_else(not_connected)?;
-        if self.subscriptions.contains(&channel) {
+        let principal = self.principal()?;
+        if self.subscriptions.iter().any(|(c, _)| *c == channel) {
             return Err(ProtoError::new(ErrorCode::AlreadySubscribed, "already subscribed to this channel"));
         }
         let max = self.state.config.limits.max_subscriptions_per_connection;
@@ -100,25 +252,25 @@ impl Session {
                 format!("a connection may hold at most {max} subscriptions"),
             ));
         }
-        let opts = self.state.namespaces.check_subscribe(&channel, identity.is_anonymous())?;
+        let opts = self.state.namespaces.check_subscribe(&channel, &principal.access())?;
         self.state.hub.subscribe(
             &channel,
             Subscriber {
                 conn: self.id,
                 sink: Arc::clone(&self.outbox),
                 format: self.state.formats.native,
-                identity: Arc::clone(identity),
+                identity: Arc::clone(&principal.identity),
             },
-            filter,
+            filter.clone(),
             opts.max_subscribers,
         )?;
-        self.subscriptions.push(channel);
+        self.subscriptions.push((channel, filter));
         Ok(())
     }
 
     fn unsubscribe(&mut self, channel: &ChannelName) -> Result<(), ProtoError> {
-        self.identity.as_ref().ok_or_else(not_connected)?;
-        let Some(i) = self.subscriptions.iter().position(|c| c == channel) else {
+        self.principal()?;
+        let Some(i) = self.subscriptions.iter().position(|(c, _)| c == channel) else {
             return Err(ProtoError::new(ErrorCode::NotSubscribed, "not subscribed to this channel"));
         };
         self.subscriptions.swap_remove(i);
@@ -127,29 +279,184 @@ impl Session {
     }
 
     fn publish(&self, channel: ChannelName, data: &str, tags: Tags) -> Result<(), ProtoError> {
-        self.identity.as_ref().ok_or_else(not_connected)?;
+        let principal = self.principal()?;
         // Sizes are checked on the stored (minified) form, as the HTTP API does.
         let data = tether_proto::json::minify(data).into_owned().into_boxed_str();
-        self.state.namespaces.check_client_publish(&channel, data.len())?;
+        let subscribed = self.subscriptions.iter().any(|(c, _)| *c == channel);
+        self.state.namespaces.check_client_publish(&channel, &principal.access(), subscribed, data.len())?;
         self.state.publish(&Publication { channel, data: Some(data), tags, target: None });
         Ok(())
     }
 
-    fn handle(&mut self, request: Request) -> Result<String, ProtoError> {
-        match request {
-            Request::Connect(c) => self.connect(c),
-            Request::Subscribe { channel, filter } => {
-                self.subscribe(channel, filter).map(|()| "{}".to_owned())
-            }
-            Request::Unsubscribe { channel } => self.unsubscribe(&channel).map(|()| "{}".to_owned()),
-            Request::Publish { channel, data, tags } => {
-                self.publish(channel, &data, tags).map(|()| "{}".to_owned())
-            }
-            Request::Ping => {
-                self.identity.as_ref().ok_or_else(not_connected)?;
-                Ok("{}".to_owned())
+    /// Installs a new principal: re-registers the live session, re-checks every
+    /// subscription under the new rights (pushing `unsubscribed` for those lost), and arms
+    /// the expiry timer.
+    fn set_principal(&mut self, new: Principal, out: &mut Vec<Message>) {
+        if let Some(old) = self.principal.as_ref().and_then(Principal::session_id) {
+            self.state.auth.live.unregister(old, self.id);
+        }
+        if let Some(sid) = new.session_id() {
+            let mb = self.mailbox.clone();
+            self.state.auth.live.register(
+                sid,
+                self.id,
+                Arc::new(move |why| {
+                    let _ = mb.send(Event::Revoked(why));
+                }),
+            );
+        }
+        let identity_changed = self.principal.as_ref().is_none_or(|p| p.identity != new.identity);
+        let subs = std::mem::take(&mut self.subscriptions);
+        for (channel, filter) in subs {
+            let allowed = self.state.namespaces.check_subscribe(&channel, &new.access());
+            match allowed {
+                Ok(_) if !identity_changed => self.subscriptions.push((channel, filter)),
+                Ok(opts) => {
+                    // Targeting reads the subscriber's identity: re-register under the new one.
+                    self.state.hub.unsubscribe(&channel, self.id);
+                    let sub = Subscriber {
+                        conn: self.id,
+                        sink: Arc::clone(&self.outbox),
+                        format: self.state.formats.native,
+                        identity: Arc::clone(&new.identity),
+                    };
+                    match self.state.hub.subscribe(&channel, sub, filter.clone(), opts.max_subscribers) {
+                        Ok(()) => self.subscriptions.push((channel, filter)),
+                        Err(e) => out.push(unsubscribed(&channel, &ProtoError::from(e))),
+                    }
+                }
+                Err(e) => {
+                    self.state.hub.unsubscribe(&channel, self.id);
+                    out.push(unsubscribed(&channel, &e));
+                }
             }
         }
+        self.refresh_pending = false;
+        self.arm_timer(new.expires_ms);
+        self.principal = Some(new);
+    }
+
+    fn arm_timer(&mut self, at_ms: Option<i64>) {
+        self.timer_gen += 1;
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+        let Some(at) = at_ms else { return };
+        let (clock, mb, generation) = (self.state.auth.clock().clone(), self.mailbox.clone(), self.timer_gen);
+        let task = tokio::spawn(async move {
+            clock.sleep_until(at).await;
+            let _ = mb.send(Event::Expired(generation));
+        });
+        self.timer = Some(task.abort_handle());
+    }
+
+    /// The credential is gone: tell the client, fall back to the header identity or
+    /// anonymous, or close with 4003 where anonymous connections are not allowed.
+    fn demote(&mut self, why: Revoked, out: &mut Vec<Message>) -> Flow {
+        out.push(Message::Text(format!(r#"{{"push":"logged_out","reason":"{}"}}"#, why.as_str()).into()));
+        match self.fallback_principal() {
+            Some(p) => {
+                self.set_principal(p, out);
+                Flow::Continue
+            }
+            None => Flow::Close(close::AUTH_EXPIRED, "credentials expired or revoked"),
+        }
+    }
+
+    fn handle_sync(
+        &mut self,
+        id: u64,
+        request: Request,
+        out: &mut Vec<Message>,
+    ) -> Result<Option<String>, ProtoError> {
+        let ok = || Some("{}".to_owned());
+        match request {
+            Request::Connect(c) => self.connect(id, c),
+            Request::Subscribe { channel, filter } => self.subscribe(channel, filter).map(|()| ok()),
+            Request::Unsubscribe { channel } => self.unsubscribe(&channel).map(|()| ok()),
+            Request::Publish { channel, data, tags } => self.publish(channel, &data, tags).map(|()| ok()),
+            Request::Ping => self.principal().map(|_| ok()),
+            Request::Refresh { token: Some(t) } => {
+                let current = self.principal()?;
+                if current.kind != PrincipalKind::Jwt {
+                    return Err(ProtoError::new(
+                        ErrorCode::InvalidMessage,
+                        "refresh with a token is for JWT connections; session connections send refresh without one",
+                    ));
+                }
+                let fresh = self.state.auth.verify_jwt_token(t.expose())?;
+                if fresh.identity.user != current.identity.user {
+                    return Err(ProtoError::new(
+                        ErrorCode::PermissionDenied,
+                        "the new token is for another user",
+                    ));
+                }
+                self.set_principal(fresh, out);
+                Ok(ok())
+            }
+            other => {
+                // Everything else is an account operation: asynchronous.
+                if !matches!(other, Request::Register(_) | Request::Login(_)) {
+                    self.principal()?;
+                }
+                self.start(id, other);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Handles one frame (not queued).
+    fn process(&mut self, text: &str, out: &mut Vec<Message>) {
+        match message::decode_client_frame(text) {
+            Ok(ClientFrame::Pong) => {}
+            Ok(ClientFrame::Request { id, request }) => match self.handle_sync(id, request, out) {
+                Ok(Some(result)) => out.push(reply(id, &result)),
+                Ok(None) => {}
+                Err(e) => out.push(self.error(Some(id), e)),
+            },
+            Err(e) => out.push(self.error(e.id, e.error)),
+        }
+    }
+
+    fn apply(&mut self, id: u64, outcome: Outcome, out: &mut Vec<Message>) -> Flow {
+        match outcome {
+            Outcome::Connected(v) => {
+                if self.principal.is_some() {
+                    out.push(
+                        self.error(
+                            Some(id),
+                            ProtoError::new(ErrorCode::AlreadyConnected, "already connected"),
+                        ),
+                    );
+                    return Flow::Continue;
+                }
+                self.set_principal(v.principal, out);
+                out.push(reply(id, &self.connect_result(v.renewed.as_ref())));
+            }
+            Outcome::LoggedIn(issued) => {
+                self.set_principal(issued.principal.clone(), out);
+                out.push(reply(id, &self.connect_result(Some(&issued))));
+            }
+            Outcome::Refreshed(issued) => {
+                self.set_principal(issued.principal.clone(), out);
+                out.push(reply(id, &format!(r#"{{"session":{}}}"#, session_json(&issued))));
+            }
+            Outcome::JwtRefreshed(p) => {
+                self.set_principal(p, out);
+                out.push(reply(id, "{}"));
+            }
+            Outcome::PasswordChanged => out.push(reply(id, "{}")),
+            Outcome::LoggedOut | Outcome::AccountDeleted => {
+                out.push(reply(id, "{}"));
+                let why = if matches!(outcome, Outcome::LoggedOut) {
+                    Revoked::LoggedOut
+                } else {
+                    Revoked::AccountDeleted
+                };
+                return self.demote(why, out);
+            }
+        }
+        Flow::Continue
     }
 
     fn error(&self, id: Option<u64>, e: ProtoError) -> Message {
@@ -158,11 +465,77 @@ impl Session {
     }
 }
 
-fn not_connected() -> ProtoError {
-    ProtoError::new(ErrorCode::NotConnected, "send connect first")
+fn unsubscribed(channel: &ChannelName, e: &ProtoError) -> Message {
+    let mut s = String::from(r#"{"push":"unsubscribed","channel":""#);
+    s.push_str(channel.as_str());
+    s.push_str(r#"","code":""#);
+    s.push_str(e.code.as_str());
+    s.push_str(r#"","message":"#);
+    push_json_string(&mut s, &e.message);
+    s.push('}');
+    Message::Text(s.into())
+}
+
+fn creds(a: &Account, default_persistent: bool) -> Credentials<'_> {
+    Credentials {
+        name: &a.name,
+        password: a.password.expose(),
+        email: a.email.as_deref(),
+        persistent: a.persistent.unwrap_or(default_persistent),
+    }
+}
+
+/// The asynchronous half of account operations (no session state: it comes back as an
+/// [`Outcome`]).
+async fn run_account_op(
+    state: &AppState,
+    principal: Option<Principal>,
+    peer: IpAddr,
+    conn: ConnId,
+    request: Request,
+) -> Result<Outcome, ProtoError> {
+    let auth = &state.auth;
+    match request {
+        Request::Connect(c) => {
+            let token =
+                c.token.ok_or_else(|| ProtoError::new(ErrorCode::Unauthenticated, "credentials required"))?;
+            auth.verify(token.expose()).await.map(Outcome::Connected)
+        }
+        Request::Register(a) => {
+            // sockey's schema defaults a new registration to persistent.
+            auth.register(peer, creds(&a, true)).await.map(Outcome::LoggedIn)
+        }
+        Request::Login(a) => auth.login(peer, creds(&a, false)).await.map(Outcome::LoggedIn),
+        Request::Refresh { .. } => {
+            let p = principal.ok_or_else(not_connected)?;
+            auth.refresh_principal(&p).await.map(Outcome::Refreshed)
+        }
+        Request::Logout => {
+            let p = principal.ok_or_else(not_connected)?;
+            let Some(sid) = p.session_id() else {
+                return Err(ProtoError::new(ErrorCode::Unauthenticated, "not logged in with a session"));
+            };
+            auth.logout(sid, Some(conn)).await.map(|()| Outcome::LoggedOut)
+        }
+        Request::ChangePassword { password, new_password } => {
+            let p = principal.ok_or_else(not_connected)?;
+            auth.change_password(&p, password.expose(), new_password.expose(), Some(conn))
+                .await
+                .map(|()| Outcome::PasswordChanged)
+        }
+        Request::DeleteAccount { password } => {
+            let p = principal.ok_or_else(not_connected)?;
+            auth.delete_account(&p, password.expose(), Some(conn)).await.map(|()| Outcome::AccountDeleted)
+        }
+        Request::Subscribe { .. } | Request::Unsubscribe { .. } | Request::Publish { .. } | Request::Ping => {
+            Err(ProtoError::new(ErrorCode::Internal, "internal error"))
+        }
+    }
 }
 
 impl Dialect for Session {
+    type Event = Event;
+
     fn idle_timeout(&self) -> (Duration, u16) {
         let ws = &self.state.config.websocket;
         (Duration::from_millis(ws.ping_interval_ms + ws.pong_timeout_ms), close::IDLE_TIMEOUT)
@@ -171,7 +544,7 @@ impl Dialect for Session {
     fn handshake_deadline(&self) -> Option<(Duration, u16)> {
         // Counted from the socket opening, so failed `connect` attempts cannot keep an
         // unauthenticated connection alive.
-        self.identity.is_none().then(|| {
+        self.principal.is_none().then(|| {
             (Duration::from_millis(self.state.config.websocket.connect_timeout_ms), close::CONNECT_TIMEOUT)
         })
     }
@@ -181,18 +554,99 @@ impl Dialect for Session {
     }
 
     fn on_text(&mut self, text: Utf8Bytes, out: &mut Vec<Message>) -> Flow {
-        match message::decode_client_frame(&text) {
-            Ok(ClientFrame::Pong) => {}
-            Ok(ClientFrame::Request { id, request }) => {
-                let reply = match self.handle(request) {
-                    Ok(result) => Message::Text(message::encode_result(id, &result).into()),
-                    Err(e) => self.error(Some(id), e),
-                };
-                out.push(reply);
+        if self.busy {
+            if self.queued.len() >= MAX_QUEUED {
+                self.on_rate_limited(&text, out);
+            } else {
+                self.queued.push_back(text);
             }
-            Err(e) => out.push(self.error(e.id, e.error)),
+            return Flow::Continue;
         }
+        self.process(&text, out);
         Flow::Continue
+    }
+
+    fn on_event(&mut self, event: Event, out: &mut Vec<Message>) -> Flow {
+        match event {
+            Event::Done { id, outcome } => {
+                self.busy = false;
+                let flow = match outcome {
+                    Ok(o) => self.apply(id, o, out),
+                    Err(e) => {
+                        out.push(self.error(Some(id), e));
+                        Flow::Continue
+                    }
+                };
+                if flow != Flow::Continue {
+                    return flow;
+                }
+                while !self.busy {
+                    let Some(t) = self.queued.pop_front() else { break };
+                    self.process(&t, out);
+                }
+                Flow::Continue
+            }
+            Event::Revoked(why) => {
+                // The registry already forgot this connection; don't unregister twice.
+                if let Some(p) = self.principal.as_mut() {
+                    p.kind = PrincipalKind::Anonymous;
+                }
+                self.demote(why, out)
+            }
+            Event::Expired(generation) if generation == self.timer_gen => {
+                let Some(p) = self.principal.clone() else { return Flow::Continue };
+                match p.kind {
+                    PrincipalKind::Session { .. } => {
+                        let (state, mb) = (Arc::clone(&self.state), self.mailbox.clone());
+                        tokio::spawn(async move {
+                            let r = state.auth.renew_expired(&p).await;
+                            let _ = mb.send(Event::Renewed(generation, r));
+                        });
+                    }
+                    _ => {
+                        // A JWT: ask for a fresh one and give the client a grace period.
+                        self.refresh_pending = true;
+                        out.push(Message::Text(Utf8Bytes::from_static(r#"{"push":"refresh"}"#)));
+                        let grace = self.state.auth.refresh_grace_ms();
+                        let at = self
+                            .state
+                            .auth
+                            .clock()
+                            .now_ms()
+                            .saturating_add(i64::try_from(grace).unwrap_or(i64::MAX));
+                        let (clock, mb) = (self.state.auth.clock().clone(), self.mailbox.clone());
+                        let task = tokio::spawn(async move {
+                            clock.sleep_until(at).await;
+                            let _ = mb.send(Event::RefreshDeadline(generation));
+                        });
+                        self.timer = Some(task.abort_handle());
+                    }
+                }
+                Flow::Continue
+            }
+            Event::Renewed(generation, r) if generation == self.timer_gen => match r {
+                Ok(issued) => {
+                    out.push(Message::Text(
+                        format!(r#"{{"push":"session","session":{}}}"#, session_json(&issued)).into(),
+                    ));
+                    self.set_principal(issued.principal, out);
+                    Flow::Continue
+                }
+                Err(_) => {
+                    if let Some(sid) = self.principal.as_ref().and_then(Principal::session_id) {
+                        self.state.auth.live.unregister(sid, self.id);
+                    }
+                    if let Some(p) = self.principal.as_mut() {
+                        p.kind = PrincipalKind::Anonymous;
+                    }
+                    self.demote(Revoked::Expired, out)
+                }
+            },
+            Event::RefreshDeadline(generation) if generation == self.timer_gen && self.refresh_pending => {
+                Flow::Close(close::AUTH_EXPIRED, "token expired and was not refreshed")
+            }
+            Event::Expired(_) | Event::Renewed(..) | Event::RefreshDeadline(_) => Flow::Continue,
+        }
     }
 
     fn on_rate_limited(&mut self, text: &str, out: &mut Vec<Message>) {
@@ -204,7 +658,13 @@ impl Dialect for Session {
     }
 
     fn on_close(&mut self) {
-        for c in self.subscriptions.drain(..) {
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+        if let Some(sid) = self.principal.as_ref().and_then(Principal::session_id) {
+            self.state.auth.live.unregister(sid, self.id);
+        }
+        for (c, _) in self.subscriptions.drain(..) {
             self.state.hub.unsubscribe(&c, self.id);
         }
     }

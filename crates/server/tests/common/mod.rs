@@ -26,13 +26,26 @@ pub fn config() -> Config {
         listen = "127.0.0.1:0"
         api_keys = ["test-api-key-0123456789"]
         [namespaces.chat]
-        allow_publish = true
+        publish = "anyone"
         "#,
         std::path::Path::new("test.toml"),
     )
     .expect("test config");
-    c.data_dir = std::env::temp_dir().join("tether-test-data");
+    c.data_dir = fresh_dir("data");
+    // Cheap hashing keeps the suite fast; the code path is the production one.
+    c.auth.argon2.memory_kib = 256;
+    c.auth.argon2.iterations = 1;
     c
+}
+
+/// A new, empty directory under the system temp dir, unique to this process and call.
+pub fn fresh_dir(what: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("tether-test-{}-{n}-{what}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
 }
 
 pub async fn start(config: Config) -> RunningServer {
@@ -161,4 +174,51 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 pub async fn api(server: &RunningServer, path: &str, body: &str) -> (u16, String) {
     let auth = format!("Bearer {API_KEY}");
     http(server, "POST", path, &[("authorization", &auth), ("content-type", "application/json")], body).await
+}
+
+/// Opens a WebSocket to `path` from source address `src` (any 127.x.y.z works on Linux
+/// loopback), with extra request headers: how tests play a trusted proxy or a stranger.
+pub async fn ws_from(
+    server: &RunningServer,
+    path: &str,
+    src: std::net::IpAddr,
+    headers: &[(&str, &str)],
+) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(std::net::SocketAddr::new(src, 0)).expect("bind source address");
+    let tcp = sock.connect(server.addr).await.expect("tcp connect");
+    let mut req = format!("ws://{}{path}", server.addr).into_client_request().expect("request");
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            hyper::header::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            hyper::header::HeaderValue::from_str(v).expect("header value"),
+        );
+    }
+    let (ws, _) =
+        tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await.expect("ws handshake");
+    ws
+}
+
+/// The error code of an error reply.
+pub fn error_code(r: &Value) -> &str {
+    r["error"]["code"].as_str().unwrap_or_else(|| panic!("expected an error reply, got {r}"))
+}
+
+/// Receives frames until one with `"push": kind` arrives; returns it.
+pub async fn recv_push(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let v = recv_json(ws).await;
+        if v["push"] == kind {
+            return v;
+        }
+    }
+}
+
+/// Starts a server on a manual clock (expiry is driven by `clock.advance`, never sleeps).
+pub async fn start_clocked(config: Config) -> (RunningServer, tether_server::Clock) {
+    let clock = tether_server::Clock::manual(1_800_000_000_000);
+    let keys: HashSet<String> = config.api_keys.iter().cloned().collect();
+    let server = RunningServer::start_with_clock(config, keys, clock.clone()).await.expect("server starts");
+    (server, clock)
 }

@@ -1,0 +1,240 @@
+//! Tether's storage: the [`Store`] trait and its embedded SQLite implementation.
+//!
+//! **Architecture invariant:** this is the only crate that knows SQL. Callers pass plain
+//! records and timestamps in; the store never reads a clock, never sees a plaintext
+//! password or token (only Argon2 PHC strings and SHA-256 digests), and never decides a
+//! policy: expiry, rotation and revocation rules live in the server's auth service.
+//!
+//! The trait is object-safe (`Arc<dyn Store>`) so a server database (Postgres) can be
+//! added later without touching callers.
+//!
+//! # Layout
+//!
+//! - [`sqlite`]: [`SqliteStore`], one writer thread plus pooled readers over a WAL file.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// Row id of a user.
+pub type UserId = i64;
+/// Row id of a login session.
+pub type SessionId = i64;
+/// SHA-256 digest of a secret (session token or API key), computed by the caller.
+pub type TokenHash = [u8; 32];
+
+/// A user to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    /// Unique user name (compared case-insensitively).
+    pub name: String,
+    /// Email address, if the server asks for one.
+    pub email: Option<String>,
+    /// Argon2id PHC string; never the password itself.
+    pub password_hash: String,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// A stored user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// Row id; also the user id carried in identities.
+    pub id: UserId,
+    /// User name as registered.
+    pub name: String,
+    /// Email address.
+    pub email: Option<String>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+impl Debug for User {
+    // The hash is not a secret in the strict sense, but it never belongs in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("email", &self.email)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A login session to create.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// Owner.
+    pub user_id: UserId,
+    /// SHA-256 of the session token.
+    pub token_hash: TokenHash,
+    /// "Remember me": renewed on use after expiry instead of logged out.
+    pub persistent: bool,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+    /// When the current token stops being valid, Unix milliseconds.
+    pub expires_ms: i64,
+}
+
+impl Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession")
+            .field("user_id", &self.user_id)
+            .field("persistent", &self.persistent)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored login session (without its token hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Row id.
+    pub id: SessionId,
+    /// Owner.
+    pub user_id: UserId,
+    /// Owner's name (joined from `users`).
+    pub user_name: String,
+    /// "Remember me".
+    pub persistent: bool,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+    /// When the current token stops being valid, Unix milliseconds.
+    pub expires_ms: i64,
+}
+
+/// An API key to create.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    /// Public identifier (the part of the key shown by `apikey list`).
+    pub key_id: String,
+    /// Human label.
+    pub name: String,
+    /// SHA-256 of the whole key.
+    pub key_hash: TokenHash,
+    /// Channel patterns the key may publish to; empty means every channel.
+    pub channels: Vec<String>,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+impl Debug for NewApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApiKey")
+            .field("key_id", &self.key_id)
+            .field("name", &self.name)
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored API key (without its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Public identifier.
+    pub key_id: String,
+    /// Human label.
+    pub name: String,
+    /// Channel patterns the key may publish to; empty means every channel.
+    pub channels: Vec<String>,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value (user name, API key id) is already taken.
+    #[error("already exists")]
+    Conflict,
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The database file was written by a newer Tether.
+    #[error("database schema version {found} is newer than this binary supports ({supported})")]
+    TooNew {
+        /// Version in the file.
+        found: i64,
+        /// Newest version this binary knows.
+        supported: i64,
+    },
+    /// The store has been shut down.
+    #[error("the store is closed")]
+    Closed,
+    /// Anything else from the database (IO, corruption, …); logged, never sent to clients.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// The future every store operation returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Persistent state of accounts, sessions and API keys.
+///
+/// Writes are serialized (one writer); reads may run concurrently. Every write is durable
+/// when its future resolves.
+pub trait Store: Send + Sync + Debug + 'static {
+    /// Creates a user. [`StoreError::Conflict`] if the name is taken (case-insensitively);
+    /// enforced by a unique index, so concurrent registrations of one name yield one user.
+    fn create_user(&self, user: NewUser) -> StoreFuture<'_, UserId>;
+    /// Looks a user up by name (case-insensitively).
+    fn user_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<User>>;
+    /// Looks a user up by id.
+    fn user_by_id(&self, id: UserId) -> StoreFuture<'_, Option<User>>;
+    /// Every user, ordered by id.
+    fn list_users(&self) -> StoreFuture<'_, Vec<User>>;
+    /// Replaces the password hash and deletes every session of the user except `keep`, in
+    /// one transaction. Returns the ids of the deleted sessions. [`StoreError::NotFound`]
+    /// if there is no such user.
+    fn set_password(
+        &self,
+        id: UserId,
+        password_hash: String,
+        keep: Option<SessionId>,
+    ) -> StoreFuture<'_, Vec<SessionId>>;
+    /// Deletes the user and all its sessions. Returns the ids of the deleted sessions.
+    /// [`StoreError::NotFound`] if there is no such user.
+    fn delete_user(&self, id: UserId) -> StoreFuture<'_, Vec<SessionId>>;
+    /// Creates a session. [`StoreError::NotFound`] if the user does not exist.
+    fn create_session(&self, session: NewSession) -> StoreFuture<'_, SessionId>;
+    /// The session whose current token hashes to `hash`, if any.
+    fn session_by_token<'a>(&'a self, hash: &'a TokenHash) -> StoreFuture<'a, Option<Session>>;
+    /// Replaces the token of session `id` only if its current hash is `old`, so two
+    /// concurrent refreshes cannot both win. `false` if the session is gone or `old` is
+    /// not its current hash.
+    fn rotate_session<'a>(
+        &'a self,
+        id: SessionId,
+        old: &'a TokenHash,
+        new: &'a TokenHash,
+        expires_ms: i64,
+    ) -> StoreFuture<'a, bool>;
+    /// Deletes one session; `false` if it did not exist.
+    fn delete_session(&self, id: SessionId) -> StoreFuture<'_, bool>;
+    /// Sessions of one user, ordered by id.
+    fn sessions_of_user(&self, user: UserId) -> StoreFuture<'_, Vec<Session>>;
+    /// Deletes non-persistent sessions that expired before `non_persistent_before_ms` and
+    /// persistent ones that expired before `persistent_before_ms`. Returns how many.
+    fn purge_sessions(
+        &self,
+        non_persistent_before_ms: i64,
+        persistent_before_ms: i64,
+    ) -> StoreFuture<'_, usize>;
+    /// Which of `ids` still exist (to notice revocations made by another process, such as
+    /// the CLI).
+    fn existing_sessions(&self, ids: Vec<SessionId>) -> StoreFuture<'_, Vec<SessionId>>;
+    /// Stores an API key. [`StoreError::Conflict`] if `key_id` exists.
+    fn create_api_key(&self, key: NewApiKey) -> StoreFuture<'_, ()>;
+    /// The API key whose hash is `hash`, if any.
+    fn api_key_by_hash<'a>(&'a self, hash: &'a TokenHash) -> StoreFuture<'a, Option<ApiKey>>;
+    /// Every API key, ordered by creation.
+    fn list_api_keys(&self) -> StoreFuture<'_, Vec<ApiKey>>;
+    /// Deletes an API key; `false` if there was none with this id.
+    fn revoke_api_key<'a>(&'a self, key_id: &'a str) -> StoreFuture<'a, bool>;
+}

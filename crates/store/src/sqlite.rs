@@ -1,0 +1,1116 @@
+//! [`SqliteStore`]: the embedded [`Store`], one SQLite file in WAL mode.
+//!
+//! # Concurrency model
+//!
+//! - **Writes** go to one dedicated OS thread (`tether-store-writer`) that owns the only
+//!   read-write [`Connection`]. Callers send it boxed jobs over a channel and await the reply
+//!   on a oneshot. SQLite allows one writer at a time anyway; funnelling every write through
+//!   one thread means writers of this process never contend for the lock (no `SQLITE_BUSY`
+//!   between our own writes), the blocking `fsync` of `synchronous=FULL` never runs on an
+//!   async worker, and multi-row writes are simple transactions.
+//! - **Reads** run inline on the calling task, on a small pool of read-only connections. In
+//!   WAL mode a reader works on its own snapshot and never waits for the writer, and a point
+//!   lookup through a cached prepared statement takes a few microseconds: less than a round
+//!   trip to a thread would cost. Session-token verification is a hot path (measured at
+//!   200k/s), so it must not queue behind writes or pay for a thread hop.
+//!
+//! Other processes (the CLI) may open the same file; they are serialized by SQLite's file
+//! locks, with a 5 s busy timeout.
+//!
+//! # Schema
+//!
+//! Versioned by `PRAGMA user_version`: migration `i` of a static, ordered list upgrades version
+//! `i` to `i + 1`, each in its own transaction. The list is append-only; a released migration
+//! is never edited. A file newer than the list is refused with [`StoreError::TooNew`].
+//!
+//! API key channel lists are stored as a JSON array of strings (`["a.*","b"]`, `[]` for "every
+//! channel"). JSON rather than a joined string because every pattern round-trips exactly,
+//! including one that is empty or contains the separator, so a restricted key can never be
+//! read back as an unrestricted one.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::types::Type;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, ffi, params};
+use tokio::sync::oneshot;
+
+use crate::{
+    ApiKey, NewApiKey, NewSession, NewUser, Session, SessionId, Store, StoreError, StoreFuture, TokenHash,
+    User, UserId,
+};
+
+/// File name of the database inside a data directory (see [`SqliteStore::open_in_dir`]).
+pub const FILE_NAME: &str = "tether.db";
+
+/// Schema migrations, in order: entry `i` upgrades `user_version` `i` to `i + 1`.
+///
+/// Append-only. `id INTEGER PRIMARY KEY AUTOINCREMENT` (still a rowid alias) guarantees that
+/// an id is never reused after a delete: a session id the server remembers, or a user id
+/// inside an identity, must never come to mean a different, newer row.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, login sessions, API keys.
+    "
+    CREATE TABLE users (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        name          TEXT NOT NULL,
+        email         TEXT,
+        password_hash TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL
+    );
+    -- The only thing that makes names unique: concurrent registrations race on this index.
+    CREATE UNIQUE INDEX users_name_nocase ON users(name COLLATE NOCASE);
+
+    CREATE TABLE sessions (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_hash BLOB NOT NULL UNIQUE,
+        persistent INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_user_id ON sessions(user_id);
+
+    CREATE TABLE api_keys (
+        key_id     TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        key_hash   BLOB NOT NULL UNIQUE,
+        -- JSON array of channel patterns; [] means every channel.
+        channels   TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    ",
+];
+
+/// Newest schema version this binary knows.
+// A handful of migrations always fits an i64: the cast cannot wrap.
+const SUPPORTED_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a connection waits for another process's lock before failing with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// Idle read connections kept for reuse; more are opened under load and closed afterwards.
+const MAX_IDLE_READERS: usize = 16;
+
+/// Ids per `IN (...)` list in [`Store::existing_sessions`]. Far below SQLite's variable limit
+/// (32766), and one fixed size so that a single cached statement serves every chunk.
+const IN_CHUNK: usize = 256;
+
+/// `SELECT` of the session ids among [`IN_CHUNK`] bound ids.
+static EXISTING_SESSIONS_SQL: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT id FROM sessions WHERE id IN ({})", vec!["?"; IN_CHUNK].join(", ")));
+
+/// Work for the writer thread. It sends its own result through a oneshot it captured.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The embedded [`Store`]: one SQLite file in WAL mode, one writer thread, pooled readers.
+///
+/// See the [module documentation](self) for the concurrency model. Dropping the store lets
+/// the writer finish the jobs already queued, then waits for it to close the file.
+pub struct SqliteStore {
+    path: PathBuf,
+    schema_version: i64,
+    /// `None` only while dropping (taken so the writer sees the channel close).
+    writer: Option<mpsc::Sender<Job>>,
+    writer_thread: Option<JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("schema_version", &self.schema_version)
+            .field("idle_readers", &self.readers.lock().len())
+            .field("closed", &self.writer.is_none())
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it (and its parent directory) if missing, and
+    /// brings its schema up to date.
+    ///
+    /// The file gets mode 0600 on unix because it holds password hashes. The connection uses
+    /// `journal_mode=WAL`, `synchronous=FULL` (an acknowledged write survives power loss),
+    /// `foreign_keys=ON` and a 5 s busy timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::TooNew`] if the file was written by a newer Tether (it is left
+    /// untouched), [`StoreError::Database`] for IO errors, a file that is not a database, or a
+    /// file system without WAL support.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        prepare_file(path)?;
+        let mut conn = open_writer(path).map_err(|e| db_error("open", &e))?;
+        let schema_version = migrate(&mut conn)?;
+        // Fail now, not on the first request, if read-only connections do not work here.
+        let reader = open_reader(path).map_err(|e| db_error("open reader", &e))?;
+
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let writer_thread = std::thread::Builder::new()
+            .name("tether-store-writer".to_owned())
+            .spawn(move || {
+                // Ends when every sender is gone, i.e. the store was dropped, after running the
+                // jobs already queued. The connection closes (and checkpoints) on return.
+                for job in receiver {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot start the store writer thread");
+                StoreError::Database(format!("cannot start the store writer thread: {e}"))
+            })?;
+
+        Ok(Self {
+            path: path.to_owned(),
+            schema_version,
+            writer: Some(sender),
+            writer_thread: Some(writer_thread),
+            readers: Mutex::new(vec![reader]),
+        })
+    }
+
+    /// Opens (or creates) [`FILE_NAME`] inside `dir`, creating `dir` if needed.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStore::open`].
+    pub fn open_in_dir(dir: &Path) -> Result<Self, StoreError> {
+        Self::open(&dir.join(FILE_NAME))
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Schema version of the file (`PRAGMA user_version`) after opening, which is the number
+    /// of migrations this binary knows.
+    pub fn schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
+    /// Runs `f` on the writer thread. Nothing happens until the future is first polled; once
+    /// the job is queued it runs to completion even if the future is dropped.
+    fn write<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut Connection| {
+            // An error here only means the caller stopped waiting; the write still happened.
+            let _ = reply.send(f(conn));
+        });
+        let writer = self.writer.as_ref();
+        Box::pin(async move {
+            let writer = writer.ok_or(StoreError::Closed)?;
+            writer.send(job).map_err(|_| StoreError::Closed)?;
+            // The reply sender is dropped unsent only if the writer died mid-job.
+            result.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Runs the read `f` now, on a pooled read-only connection.
+    fn read<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        // Pop in its own statement so the pool lock is not held while opening a connection.
+        let pooled = self.readers.lock().pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_reader(&self.path).map_err(|e| db_error(op, &e))?,
+        };
+        let result = f(&conn).map_err(|e| db_error(op, &e));
+        // If `f` panicked the connection is simply dropped, which is harmless.
+        let mut pool = self.readers.lock();
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// A read as a [`StoreFuture`]: computed synchronously (see the module docs), then ready.
+    fn read_now<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreFuture<'static, T> {
+        Box::pin(std::future::ready(self.read(op, f)))
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer's loop once the queue is drained.
+        drop(self.writer.take());
+        // Waiting means the file is closed (and the WAL checkpointed) when the drop returns, so
+        // it can be reopened or copied right away. It cannot deadlock: jobs never own the
+        // store, so this never runs on the writer thread. The queue holds at most the jobs of
+        // futures dropped after being polled, since live futures borrow the store.
+        if let Some(thread) = self.writer_thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the store writer thread panicked");
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_user(&self, user: NewUser) -> StoreFuture<'_, UserId> {
+        // A plain INSERT: the unique index decides who wins a race for a name. Checking first
+        // and inserting afterwards would let two registrations both pass the check.
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO users (name, email, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut stmt| {
+                stmt.insert(params![user.name, user.email, user.password_hash, user.created_ms])
+            })
+            .map_err(|e| {
+                if is_unique_violation(&e) { StoreError::Conflict } else { db_error("create_user", &e) }
+            })
+        })
+    }
+
+    fn user_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<User>> {
+        self.read_now("user_by_name", |conn| {
+            // `COLLATE NOCASE` on the comparison lets SQLite use the unique index. NOCASE folds
+            // ASCII letters only, as the index does, so lookup and uniqueness always agree.
+            conn.prepare_cached(
+                "SELECT id, name, email, password_hash, created_ms FROM users \
+                 WHERE name = ?1 COLLATE NOCASE",
+            )?
+            .query_row([name], user_from_row)
+            .optional()
+        })
+    }
+
+    fn user_by_id(&self, id: UserId) -> StoreFuture<'_, Option<User>> {
+        self.read_now("user_by_id", |conn| {
+            conn.prepare_cached("SELECT id, name, email, password_hash, created_ms FROM users WHERE id = ?1")?
+                .query_row([id], user_from_row)
+                .optional()
+        })
+    }
+
+    fn list_users(&self) -> StoreFuture<'_, Vec<User>> {
+        self.read_now("list_users", |conn| {
+            conn.prepare_cached("SELECT id, name, email, password_hash, created_ms FROM users ORDER BY id")?
+                .query_map([], user_from_row)?
+                .collect()
+        })
+    }
+
+    fn set_password(
+        &self,
+        id: UserId,
+        password_hash: String,
+        keep: Option<SessionId>,
+    ) -> StoreFuture<'_, Vec<SessionId>> {
+        self.write(move |conn| {
+            let result = (|| {
+                // IMMEDIATE takes the write lock up front: another process cannot slip a
+                // session in between the listing and the delete.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let updated = tx
+                    .prepare_cached("UPDATE users SET password_hash = ?1 WHERE id = ?2")?
+                    .execute(params![password_hash, id])?;
+                if updated == 0 {
+                    return Ok(None); // Dropping `tx` rolls back (nothing changed anyway).
+                }
+                // `id IS NOT NULL` is true for every row, so `keep = None` deletes them all.
+                let deleted: Vec<SessionId> = tx
+                    .prepare_cached(
+                        "SELECT id FROM sessions WHERE user_id = ?1 AND id IS NOT ?2 ORDER BY id",
+                    )?
+                    .query_map(params![id, keep], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2")?
+                    .execute(params![id, keep])?;
+                tx.commit()?;
+                Ok(Some(deleted))
+            })();
+            match result {
+                Ok(Some(deleted)) => Ok(deleted),
+                Ok(None) => Err(StoreError::NotFound),
+                Err(e) => Err(db_error("set_password", &e)),
+            }
+        })
+    }
+
+    fn delete_user(&self, id: UserId) -> StoreFuture<'_, Vec<SessionId>> {
+        self.write(move |conn| {
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // The cascade does not report what it deleted, so list the sessions first.
+                let sessions: Vec<SessionId> = tx
+                    .prepare_cached("SELECT id FROM sessions WHERE user_id = ?1 ORDER BY id")?
+                    .query_map([id], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let deleted = tx.prepare_cached("DELETE FROM users WHERE id = ?1")?.execute([id])?;
+                if deleted == 0 {
+                    return Ok(None);
+                }
+                tx.commit()?;
+                Ok(Some(sessions))
+            })();
+            match result {
+                Ok(Some(sessions)) => Ok(sessions),
+                Ok(None) => Err(StoreError::NotFound),
+                Err(e) => Err(db_error("delete_user", &e)),
+            }
+        })
+    }
+
+    fn create_session(&self, session: NewSession) -> StoreFuture<'_, SessionId> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO sessions (user_id, token_hash, persistent, created_ms, expires_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut stmt| {
+                stmt.insert(params![
+                    session.user_id,
+                    session.token_hash,
+                    session.persistent,
+                    session.created_ms,
+                    session.expires_ms
+                ])
+            })
+            // The foreign key is the existence check, atomic with the insert.
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound
+                } else {
+                    db_error("create_session", &e)
+                }
+            })
+        })
+    }
+
+    fn session_by_token<'a>(&'a self, hash: &'a TokenHash) -> StoreFuture<'a, Option<Session>> {
+        // The hot path: one indexed lookup on a cached statement.
+        self.read_now("session_by_token", |conn| {
+            conn.prepare_cached(
+                "SELECT s.id, s.user_id, u.name, s.persistent, s.created_ms, s.expires_ms \
+                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
+            )?
+            .query_row([hash], session_from_row)
+            .optional()
+        })
+    }
+
+    fn rotate_session<'a>(
+        &'a self,
+        id: SessionId,
+        old: &'a TokenHash,
+        new: &'a TokenHash,
+        expires_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        let (old, new) = (*old, *new);
+        self.write(move |conn| {
+            // Compare-and-swap: of two refreshes presenting the same old token, only the first
+            // matches `token_hash = old`.
+            conn.prepare_cached(
+                "UPDATE sessions SET token_hash = ?1, expires_ms = ?2 WHERE id = ?3 AND token_hash = ?4",
+            )
+            .and_then(|mut stmt| stmt.execute(params![new, expires_ms, id, old]))
+            .map(|changed| changed == 1)
+            .map_err(|e| db_error("rotate_session", &e))
+        })
+    }
+
+    fn delete_session(&self, id: SessionId) -> StoreFuture<'_, bool> {
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute([id]))
+                .map(|deleted| deleted == 1)
+                .map_err(|e| db_error("delete_session", &e))
+        })
+    }
+
+    fn sessions_of_user(&self, user: UserId) -> StoreFuture<'_, Vec<Session>> {
+        self.read_now("sessions_of_user", |conn| {
+            conn.prepare_cached(
+                "SELECT s.id, s.user_id, u.name, s.persistent, s.created_ms, s.expires_ms \
+                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.user_id = ?1 ORDER BY s.id",
+            )?
+            .query_map([user], session_from_row)?
+            .collect()
+        })
+    }
+
+    fn purge_sessions(
+        &self,
+        non_persistent_before_ms: i64,
+        persistent_before_ms: i64,
+    ) -> StoreFuture<'_, usize> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM sessions WHERE (persistent = 0 AND expires_ms < ?1) \
+                 OR (persistent = 1 AND expires_ms < ?2)",
+            )
+            .and_then(|mut stmt| stmt.execute([non_persistent_before_ms, persistent_before_ms]))
+            .map_err(|e| db_error("purge_sessions", &e))
+        })
+    }
+
+    /// Returns the ids of `ids` that still exist, in the order (and with the repetitions) of
+    /// `ids`. Long lists are checked in chunks, each its own snapshot; a session deleted
+    /// meanwhile may still be reported and is noticed on the next call.
+    fn existing_sessions(&self, mut ids: Vec<SessionId>) -> StoreFuture<'_, Vec<SessionId>> {
+        if ids.is_empty() {
+            return Box::pin(std::future::ready(Ok(ids)));
+        }
+        let found = self.read("existing_sessions", |conn| {
+            let mut stmt = conn.prepare_cached(&EXISTING_SESSIONS_SQL)?;
+            let mut found = HashSet::new();
+            for chunk in ids.chunks(IN_CHUNK) {
+                // Pad a short chunk by repeating an id (harmless inside IN) so every chunk
+                // binds exactly IN_CHUNK values and shares the one cached statement.
+                let Some(&last) = chunk.last() else { continue };
+                let values = chunk.iter().copied().chain(std::iter::repeat(last)).take(IN_CHUNK);
+                let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
+                while let Some(row) = rows.next()? {
+                    found.insert(row.get::<_, SessionId>(0)?);
+                }
+            }
+            Ok(found)
+        });
+        Box::pin(std::future::ready(found.map(|found| {
+            ids.retain(|id| found.contains(id));
+            ids
+        })))
+    }
+
+    fn create_api_key(&self, key: NewApiKey) -> StoreFuture<'_, ()> {
+        let channels = match serde_json::to_string(&key.channels) {
+            Ok(channels) => channels,
+            // Unreachable for a Vec<String>, but not worth a panic.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode API key channels");
+                return Box::pin(std::future::ready(Err(StoreError::Database(e.to_string()))));
+            }
+        };
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO api_keys (key_id, name, key_hash, channels, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![key.key_id, key.name, key.key_hash, channels, key.created_ms]))
+            .map(|_| ())
+            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { db_error("create_api_key", &e) })
+        })
+    }
+
+    fn api_key_by_hash<'a>(&'a self, hash: &'a TokenHash) -> StoreFuture<'a, Option<ApiKey>> {
+        self.read_now("api_key_by_hash", |conn| {
+            conn.prepare_cached(
+                "SELECT key_id, name, channels, created_ms FROM api_keys WHERE key_hash = ?1",
+            )?
+            .query_row([hash], api_key_from_row)
+            .optional()
+        })
+    }
+
+    fn list_api_keys(&self) -> StoreFuture<'_, Vec<ApiKey>> {
+        self.read_now("list_api_keys", |conn| {
+            // `rowid` (insertion order) breaks ties between keys created in one millisecond.
+            conn.prepare_cached(
+                "SELECT key_id, name, channels, created_ms FROM api_keys ORDER BY created_ms, rowid",
+            )?
+            .query_map([], api_key_from_row)?
+            .collect()
+        })
+    }
+
+    fn revoke_api_key<'a>(&'a self, key_id: &'a str) -> StoreFuture<'a, bool> {
+        let key_id = key_id.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM api_keys WHERE key_id = ?1")
+                .and_then(|mut stmt| stmt.execute([key_id]))
+                .map(|deleted| deleted == 1)
+                .map_err(|e| db_error("revoke_api_key", &e))
+        })
+    }
+}
+
+/// Logs a database failure and turns it into [`StoreError::Database`].
+///
+/// SQLite's messages name tables and columns, never bound values, so no hash can leak here.
+fn db_error(op: &'static str, e: &rusqlite::Error) -> StoreError {
+    tracing::error!(op, error = %e, "store operation failed");
+    StoreError::Database(e.to_string())
+}
+
+/// An IO failure while preparing the database file, as [`StoreError::Database`].
+fn io_error(what: &str, path: &Path, e: &std::io::Error) -> StoreError {
+    tracing::error!(path = %path.display(), error = %e, "{what}");
+    StoreError::Database(format!("{what} {}: {e}", path.display()))
+}
+
+/// The extended result code of a failed SQLite call.
+fn extended_code(e: &rusqlite::Error) -> Option<i32> {
+    e.sqlite_error().map(|e| e.extended_code)
+}
+
+/// A UNIQUE index or PRIMARY KEY (a text primary key is a unique index too) was violated.
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(extended_code(e), Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY))
+}
+
+/// A FOREIGN KEY constraint was violated.
+fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
+    extended_code(e) == Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+/// Creates the parent directory and the file itself with owner-only permissions, before
+/// SQLite touches them.
+///
+/// Creating the file ourselves (SQLite accepts an empty file as a new database) means it never
+/// exists with a wider mode, not even briefly. SQLite gives the `-wal` and `-shm` files the
+/// mode of the main file.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|e| io_error("cannot create directory", dir, &e))?;
+    }
+
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(|e| io_error("cannot open", path, &e))?;
+
+    // An existing file keeps its old mode through `open`: tighten it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_error("cannot set permissions of", path, &e))?;
+    }
+    drop(file);
+    Ok(())
+}
+
+/// Opens the read-write connection and applies its pragmas.
+///
+/// `journal_mode` is left alone here: it is switched to WAL by [`migrate`], after the schema
+/// version has been checked, so a file from a newer Tether is not modified at all.
+fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    // No SQLITE_OPEN_URI: the path is a file name, even if it starts with `file:`.
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // FULL: the WAL is synced at every commit, so a write whose future resolved survives a
+    // power cut (NORMAL, the usual WAL setting, can lose the last commits).
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection for the reader pool.
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // In WAL mode readers wait only in rare cases (WAL recovery after a crash).
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// Reads `PRAGMA user_version`.
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Switches to WAL and applies the missing migrations, one transaction each. Returns the
+/// resulting schema version.
+fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
+    let too_new = |found| {
+        tracing::error!(found, supported = SUPPORTED_VERSION, "database schema is newer than this binary");
+        StoreError::TooNew { found, supported: SUPPORTED_VERSION }
+    };
+    let found = user_version(conn).map_err(|e| db_error("open", &e))?;
+    if found > SUPPORTED_VERSION {
+        return Err(too_new(found));
+    }
+
+    // The mode is persistent in the file; the pragma returns the mode actually in effect,
+    // which stays the old one where WAL is impossible (e.g. some network file systems).
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(|e| db_error("open", &e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::error!(mode, "cannot enable the WAL journal mode");
+        return Err(StoreError::Database(format!("cannot enable the WAL journal mode (still {mode})")));
+    }
+
+    loop {
+        // IMMEDIATE, and the version read again inside the transaction: if another process
+        // opens the same new file at the same moment, each migration still runs exactly once.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_error("migrate", &e))?;
+        let version = user_version(&tx).map_err(|e| db_error("migrate", &e))?;
+        let Some(sql) = usize::try_from(version).ok().and_then(|v| MIGRATIONS.get(v)) else {
+            // Up to date (or upgraded meanwhile by a newer binary, or a negative version that
+            // no Tether writes). Dropping `tx` rolls back the empty transaction.
+            return match version {
+                SUPPORTED_VERSION => Ok(version),
+                v if v > SUPPORTED_VERSION => Err(too_new(v)),
+                v => Err(StoreError::Database(format!("invalid database schema version {v}"))),
+            };
+        };
+        let next = version + 1;
+        tx.execute_batch(sql)
+            .and_then(|()| tx.pragma_update(None, "user_version", next))
+            .and_then(|()| tx.commit())
+            .map_err(|e| db_error("migrate", &e))?;
+        tracing::info!(version = next, "database schema migrated");
+    }
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        email: row.get(2)?,
+        password_hash: row.get(3)?,
+        created_ms: row.get(4)?,
+    })
+}
+
+/// Expects `id, user_id, user_name, persistent, created_ms, expires_ms`.
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        user_name: row.get(2)?,
+        persistent: row.get(3)?,
+        created_ms: row.get(4)?,
+        expires_ms: row.get(5)?,
+    })
+}
+
+/// Expects `key_id, name, channels, created_ms`.
+fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    let channels: String = row.get(2)?;
+    let channels = serde_json::from_str(&channels)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, Type::Text, Box::new(e)))?;
+    Ok(ApiKey { key_id: row.get(0)?, name: row.get(1)?, channels, created_ms: row.get(3)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let name = format!(
+                "tether-store-test-{}-{nanos}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            Self(std::env::temp_dir().join(name))
+        }
+
+        fn db(&self) -> PathBuf {
+            self.0.join(FILE_NAME)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn new_user(name: &str) -> NewUser {
+        NewUser {
+            name: name.to_owned(),
+            email: Some(format!("{name}@example.com")),
+            password_hash: format!("$argon2id$v=19$hash-of-{name}"),
+            created_ms: 1_000,
+        }
+    }
+
+    fn hash(n: u8) -> TokenHash {
+        [n; 32]
+    }
+
+    fn new_session(user_id: UserId, token: u8, persistent: bool, expires_ms: i64) -> NewSession {
+        NewSession { user_id, token_hash: hash(token), persistent, created_ms: 1_000, expires_ms }
+    }
+
+    fn new_key(key_id: &str, token: u8, channels: &[&str], created_ms: i64) -> NewApiKey {
+        NewApiKey {
+            key_id: key_id.to_owned(),
+            name: format!("label {key_id}"),
+            key_hash: hash(token),
+            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+            created_ms,
+        }
+    }
+
+    fn raw_count(path: &Path, table: &str) -> i64 {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn users_create_and_lookup() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        assert_eq!(store.path(), dir.db());
+
+        let alice = store.create_user(new_user("Alice")).await.unwrap();
+        let bob = store.create_user(NewUser { email: None, ..new_user("bob") }).await.unwrap();
+        assert_ne!(alice, bob);
+
+        let found = store.user_by_name("aLiCe").await.unwrap().unwrap();
+        assert_eq!(found.id, alice);
+        assert_eq!(found.name, "Alice");
+        assert_eq!(found.email.as_deref(), Some("Alice@example.com"));
+        assert_eq!(found.password_hash, "$argon2id$v=19$hash-of-Alice");
+        assert_eq!(found.created_ms, 1_000);
+        assert_eq!(store.user_by_id(alice).await.unwrap(), Some(found));
+        assert_eq!(store.user_by_id(bob).await.unwrap().unwrap().email, None);
+        assert_eq!(store.user_by_name("carol").await.unwrap(), None);
+        assert_eq!(store.user_by_id(9_999).await.unwrap(), None);
+
+        assert!(matches!(store.create_user(new_user("ALICE")).await, Err(StoreError::Conflict)));
+        let names: Vec<String> = store.list_users().await.unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(names, ["Alice", "bob"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn concurrent_registrations_of_one_name_yield_one_user() {
+        let dir = TempDir::new();
+        let store = Arc::new(SqliteStore::open_in_dir(&dir.0).unwrap());
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                // Several spellings of one name: they must collide case-insensitively.
+                let name = ["racer", "RACER", "Racer"][i % 3];
+                tokio::spawn(async move { store.create_user(new_user(name)).await })
+            })
+            .collect();
+        let (mut ok, mut conflict) = (0, 0);
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::Conflict) => conflict += 1,
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!((ok, conflict), (1, 63));
+        assert_eq!(raw_count(&dir.db(), "users"), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn two_stores_on_one_file_race_for_a_name() {
+        // Like the server and the CLI: two writers, serialized only by SQLite's file lock.
+        let dir = TempDir::new();
+        let stores = [
+            Arc::new(SqliteStore::open_in_dir(&dir.0).unwrap()),
+            Arc::new(SqliteStore::open_in_dir(&dir.0).unwrap()),
+        ];
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = Arc::clone(&stores[i % 2]);
+                tokio::spawn(async move { store.create_user(new_user("shared")).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::Conflict) => {}
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(ok, 1);
+        assert_eq!(raw_count(&dir.db(), "users"), 1);
+    }
+
+    #[tokio::test]
+    async fn sessions_lookup_and_rotate() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        let user = store.create_user(new_user("Dora")).await.unwrap();
+        let id = store.create_session(new_session(user, 1, true, 5_000)).await.unwrap();
+
+        let session = store.session_by_token(&hash(1)).await.unwrap().unwrap();
+        assert_eq!(
+            session,
+            Session {
+                id,
+                user_id: user,
+                user_name: "Dora".to_owned(),
+                persistent: true,
+                created_ms: 1_000,
+                expires_ms: 5_000
+            }
+        );
+        assert_eq!(store.session_by_token(&hash(9)).await.unwrap(), None);
+
+        assert!(store.rotate_session(id, &hash(1), &hash(2), 8_000).await.unwrap());
+        // A second refresh presenting the same (now stale) token loses.
+        assert!(!store.rotate_session(id, &hash(1), &hash(3), 9_000).await.unwrap());
+        assert_eq!(store.session_by_token(&hash(1)).await.unwrap(), None);
+        assert_eq!(store.session_by_token(&hash(3)).await.unwrap(), None);
+        let rotated = store.session_by_token(&hash(2)).await.unwrap().unwrap();
+        assert_eq!((rotated.id, rotated.expires_ms), (id, 8_000));
+        // Unknown session.
+        assert!(!store.rotate_session(id + 100, &hash(2), &hash(4), 9_000).await.unwrap());
+
+        assert_eq!(store.sessions_of_user(user).await.unwrap(), [rotated]);
+        assert!(store.delete_session(id).await.unwrap());
+        assert!(!store.delete_session(id).await.unwrap());
+        assert_eq!(store.session_by_token(&hash(2)).await.unwrap(), None);
+        assert!(store.sessions_of_user(user).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn session_for_unknown_user_is_not_found() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        assert!(matches!(
+            store.create_session(new_session(42, 1, false, 5_000)).await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(raw_count(&dir.db(), "sessions"), 0);
+    }
+
+    #[tokio::test]
+    async fn set_password_keeps_one_session() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        let user = store.create_user(new_user("erin")).await.unwrap();
+        let other = store.create_user(new_user("frank")).await.unwrap();
+        let s1 = store.create_session(new_session(user, 1, false, 5_000)).await.unwrap();
+        let s2 = store.create_session(new_session(user, 2, false, 5_000)).await.unwrap();
+        let s3 = store.create_session(new_session(user, 3, true, 5_000)).await.unwrap();
+        let theirs = store.create_session(new_session(other, 4, false, 5_000)).await.unwrap();
+
+        let deleted = store.set_password(user, "new-hash".to_owned(), Some(s2)).await.unwrap();
+        assert_eq!(deleted, [s1, s3]);
+        assert_eq!(store.user_by_id(user).await.unwrap().unwrap().password_hash, "new-hash");
+        let left: Vec<SessionId> = store.sessions_of_user(user).await.unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(left, [s2]);
+        assert_eq!(store.sessions_of_user(other).await.unwrap()[0].id, theirs);
+
+        // Without `keep`, every session goes.
+        assert_eq!(store.set_password(user, "newer".to_owned(), None).await.unwrap(), [s2]);
+        assert!(store.sessions_of_user(user).await.unwrap().is_empty());
+
+        assert!(matches!(store.set_password(9_999, "x".to_owned(), None).await, Err(StoreError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn delete_user_cascades_to_sessions() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        let user = store.create_user(new_user("gina")).await.unwrap();
+        let other = store.create_user(new_user("hank")).await.unwrap();
+        let s1 = store.create_session(new_session(user, 1, false, 5_000)).await.unwrap();
+        let s2 = store.create_session(new_session(user, 2, true, 5_000)).await.unwrap();
+        let theirs = store.create_session(new_session(other, 3, false, 5_000)).await.unwrap();
+
+        assert_eq!(store.delete_user(user).await.unwrap(), [s1, s2]);
+        assert_eq!(store.user_by_id(user).await.unwrap(), None);
+        assert_eq!(store.session_by_token(&hash(1)).await.unwrap(), None);
+        assert_eq!(raw_count(&dir.db(), "sessions"), 1);
+        assert_eq!(store.existing_sessions(vec![s1, s2, theirs]).await.unwrap(), [theirs]);
+        assert!(matches!(store.delete_user(user).await, Err(StoreError::NotFound)));
+
+        // Ids are never reused, so a remembered id cannot come to mean someone else.
+        let again = store.create_user(new_user("gina")).await.unwrap();
+        assert!(again > other);
+    }
+
+    #[tokio::test]
+    async fn purge_and_existing_sessions() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        let user = store.create_user(new_user("ivy")).await.unwrap();
+        let short_old = store.create_session(new_session(user, 1, false, 100)).await.unwrap();
+        let short_new = store.create_session(new_session(user, 2, false, 300)).await.unwrap();
+        let long_old = store.create_session(new_session(user, 3, true, 100)).await.unwrap();
+        let long_mid = store.create_session(new_session(user, 4, true, 150)).await.unwrap();
+
+        // Non-persistent expired before 200, persistent before 120.
+        assert_eq!(store.purge_sessions(200, 120).await.unwrap(), 2);
+        let all = vec![short_old, short_new, long_old, long_mid];
+        assert_eq!(store.existing_sessions(all).await.unwrap(), [short_new, long_mid]);
+        assert_eq!(store.purge_sessions(0, 0).await.unwrap(), 0);
+
+        assert!(store.existing_sessions(Vec::new()).await.unwrap().is_empty());
+        // Longer than one IN chunk, with unknown ids and a repetition; order is kept.
+        let mut many: Vec<SessionId> = (10_000..10_000 + 3 * IN_CHUNK as i64).collect();
+        many.insert(7, long_mid);
+        many.push(short_new);
+        many.push(long_mid);
+        assert_eq!(store.existing_sessions(many).await.unwrap(), [long_mid, short_new, long_mid]);
+    }
+
+    #[tokio::test]
+    async fn api_keys() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        store.create_api_key(new_key("k2", 2, &["news.*", "chat"], 20)).await.unwrap();
+        store.create_api_key(new_key("k1", 1, &[], 10)).await.unwrap();
+        // Patterns that a joined encoding would mangle round-trip exactly.
+        store.create_api_key(new_key("k3", 3, &["", "a\nb"], 20)).await.unwrap();
+
+        assert!(matches!(store.create_api_key(new_key("k1", 9, &[], 30)).await, Err(StoreError::Conflict)));
+
+        let k2 = store.api_key_by_hash(&hash(2)).await.unwrap().unwrap();
+        assert_eq!(
+            k2,
+            ApiKey {
+                key_id: "k2".to_owned(),
+                name: "label k2".to_owned(),
+                channels: vec!["news.*".to_owned(), "chat".to_owned()],
+                created_ms: 20
+            }
+        );
+        assert_eq!(store.api_key_by_hash(&hash(3)).await.unwrap().unwrap().channels, ["", "a\nb"]);
+        assert!(store.api_key_by_hash(&hash(1)).await.unwrap().unwrap().channels.is_empty());
+        assert_eq!(store.api_key_by_hash(&hash(9)).await.unwrap(), None);
+
+        let ids: Vec<String> = store.list_api_keys().await.unwrap().into_iter().map(|k| k.key_id).collect();
+        assert_eq!(ids, ["k1", "k2", "k3"]);
+
+        assert!(store.revoke_api_key("k2").await.unwrap());
+        assert!(!store.revoke_api_key("k2").await.unwrap());
+        assert_eq!(store.api_key_by_hash(&hash(2)).await.unwrap(), None);
+        assert_eq!(store.list_api_keys().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_data() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        assert_eq!(store.schema_version(), MIGRATIONS.len() as i64);
+        let user = store.create_user(new_user("jack")).await.unwrap();
+        let session = store.create_session(new_session(user, 1, true, 5_000)).await.unwrap();
+        drop(store);
+
+        for _ in 0..2 {
+            let store = SqliteStore::open(&dir.db()).unwrap();
+            assert_eq!(store.schema_version(), MIGRATIONS.len() as i64);
+            assert_eq!(store.user_by_name("JACK").await.unwrap().unwrap().id, user);
+            assert_eq!(store.session_by_token(&hash(1)).await.unwrap().unwrap().id, session);
+        }
+        let conn = Connection::open(dir.db()).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SUPPORTED_VERSION);
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn newer_schema_is_refused_untouched() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
+        {
+            let conn = Connection::open(dir.db()).unwrap();
+            conn.pragma_update(None, "user_version", 999).unwrap();
+        }
+        match SqliteStore::open(&dir.db()) {
+            Err(StoreError::TooNew { found: 999, supported }) => assert_eq!(supported, SUPPORTED_VERSION),
+            other => panic!("expected TooNew, got {other:?}"),
+        }
+        let conn = Connection::open(dir.db()).unwrap();
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
+        assert_eq!(mode, "delete");
+    }
+
+    #[test]
+    fn garbage_file_is_a_database_error() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
+        std::fs::write(dir.db(), b"this is not a database, just some text that is long enough").unwrap();
+        assert!(matches!(SqliteStore::open(&dir.db()), Err(StoreError::Database(_))));
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        store.create_user(new_user("kim")).await.unwrap();
+        assert_eq!(mode(&dir.db()), 0o600);
+        assert_eq!(mode(&dir.0.join(format!("{FILE_NAME}-wal"))), 0o600);
+        drop(store);
+
+        // An existing file with a wider mode is tightened on open.
+        std::fs::set_permissions(dir.db(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        assert_eq!(mode(&dir.db()), 0o600);
+    }
+
+    #[tokio::test]
+    async fn closed_writer_reports_closed() {
+        let dir = TempDir::new();
+        let mut store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        drop(store.writer.take());
+        assert!(matches!(store.create_user(new_user("lee")).await, Err(StoreError::Closed)));
+        // Reads do not need the writer.
+        assert_eq!(store.user_by_name("lee").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn queued_writes_finish_before_drop_returns() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        let user = store.create_user(new_user("max")).await.unwrap();
+        {
+            // Poll once so the job is queued, then abandon the future.
+            let mut pending = store.create_session(new_session(user, 1, false, 5_000));
+            let waker = std::task::Waker::noop();
+            let _ = pending.as_mut().poll(&mut std::task::Context::from_waker(waker));
+        }
+        drop(store);
+        assert_eq!(raw_count(&dir.db(), "sessions"), 1);
+    }
+
+    #[test]
+    fn futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        assert_send(&store.create_user(new_user("ned")));
+        assert_send(&store.user_by_name("ned"));
+        let store: Arc<dyn Store> = Arc::new(store);
+        assert_send(&store.list_users());
+    }
+}
