@@ -9,6 +9,11 @@
 //! server rejects for their shape must not. The test fails if any documented response (path,
 //! method, status, media type) is never produced, and if the `Error` schema's code enum and
 //! `tether_proto::ErrorCode::ALL` differ.
+//!
+//! Configurations that exclude each other get their own server: accounts off, registration
+//! closed, tight rate limits, and a database whose tables are dropped under the running server
+//! (the only way to a real `500 internal`). Sessions and JWTs expire on a manual clock, never
+//! by sleeping.
 
 mod common;
 
@@ -20,8 +25,9 @@ use common::*;
 use futures_util::SinkExt;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tether_server::config::NamespaceConfig;
-use tether_server::{Config, RunningServer};
+use tether_server::auth::jwt::{JwtConfig, MintClaims};
+use tether_server::config::{NamespaceConfig, TokenIdentity};
+use tether_server::{Clock, Config, RunningServer};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The document under test, as the server also serves it.
@@ -29,6 +35,29 @@ const DOC: &str = include_str!("../../../docs/openapi.json");
 
 /// A token for the event-server token file (at least 16 characters).
 const EVENT_TOKEN: &str = "openapi-event-token-0123456789";
+
+/// An API key limited to `chat:*` (`scoped_api_keys`).
+const SCOPED_KEY: &str = "openapi-scoped-key-0123456789";
+
+/// A password that passes the default account rules, and another one.
+const PW: &str = "S3cret!pass";
+const PW2: &str = "N3w!passwd";
+
+/// The HMAC secret of the accounts server's JWTs (at least 32 bytes).
+const JWT_SECRET: &str = "openapi-jwt-secret-0123456789abcdef";
+
+/// Static tokens (`auth.tokens`): one with a user and device, one with only a zone.
+const STATIC_TOKEN: &str = "openapi-static-token-0123456789";
+const ZONE_TOKEN: &str = "openapi-zone-token-0123456789";
+
+/// Session-token shaped, but never issued.
+const FAKE_SESSION: &str = "tts_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// `http.max_body_bytes` of the accounts server.
+const AUTH_MAX_BODY: usize = 1024;
+
+/// `auth.accounts.session_ttl_s` (the default), in milliseconds.
+const TTL_MS: i64 = 86_400_000;
 
 /// One documented response: path (`*` for the router's fallbacks), method, status, media type
 /// (`-` when the response has no body).
@@ -294,6 +323,9 @@ fn main_config(tokens: PathBuf) -> Config {
     c.namespaces
         .insert("tiny".to_owned(), NamespaceConfig { max_subscribers: 1, ..NamespaceConfig::default() });
     c.event_server.tokens_file = Some(tokens);
+    c.scoped_api_keys = vec![
+        toml::from_str(&format!("key = \"{SCOPED_KEY}\"\nchannels = [\"chat:*\"]")).expect("scoped key"),
+    ];
     c
 }
 
@@ -377,6 +409,27 @@ async fn api_routes(spec: &mut Spec, server: &RunningServer) {
             assert_eq!((r.status, r.code().as_str()), (401, "unauthenticated"), "{path} {auth:?}: {r:?}");
             spec.check(path, "post", &r);
         }
+
+        // 403: a key limited to `chat:*`, outside its scope (checked before the namespace).
+        let scoped_auth = format!("Bearer {SCOPED_KEY}");
+        let scoped = [("authorization", scoped_auth.as_str()), JSON];
+        for channel in ["news", "nope:x"] {
+            let body = wrap(path, &format!(r#"{{"channel":"{channel}","data":1}}"#));
+            let r = send(server, "POST", path, &scoped, &body).await;
+            assert_eq!((r.status, r.code().as_str()), (403, "channel_not_allowed"), "{path} {body}: {r:?}");
+            let prefix = match path {
+                "/api/broadcast" => "channels[0]: ",
+                "/api/batch" => "publications[0]: ",
+                _ => "",
+            };
+            assert!(r.json()["message"].as_str().unwrap_or("").starts_with(prefix), "{r:?}");
+            spec.check(path, "post", &r);
+            spec.check_request(path, "post", &body, true);
+        }
+        let body = wrap(path, r#"{"channel":"chat:lobby","data":1}"#);
+        let r = send(server, "POST", path, &scoped, &body).await;
+        assert_eq!(r.status, 200, "{path}: the scoped key publishes inside its scope: {r:?}");
+        spec.check(path, "post", &r);
 
         // 413: the body over http.max_body_bytes; data over the namespace's max_message_bytes.
         let huge = format!(r#"{{"channel":"news","data":"{}"}}"#, "x".repeat(MAX_BODY + 1));
@@ -466,9 +519,16 @@ async fn operations(spec: &mut Spec, server: &RunningServer) {
         assert_eq!(r.code(), "not_found");
         spec.check_fallback("NotFound", 404, &r);
     }
-    for (method, path) in
-        [("GET", "/api/publish"), ("PUT", "/api/batch"), ("POST", "/healthz"), ("POST", "/ws")]
-    {
+    for (method, path) in [
+        ("GET", "/api/publish"),
+        ("PUT", "/api/batch"),
+        ("POST", "/healthz"),
+        ("POST", "/ws"),
+        ("GET", "/auth/login"),
+        ("POST", "/auth/me"),
+        ("POST", "/auth/account"),
+        ("DELETE", "/auth/logout"),
+    ] {
         let r = send(server, method, path, &[JSON], "{}").await;
         assert_eq!(r.code(), "method_not_allowed", "{method} {path}");
         spec.check_fallback("MethodNotAllowed", 405, &r);
@@ -635,8 +695,10 @@ async fn sse(spec: &mut Spec, server: &RunningServer) {
         ("/sse?channel=news&filter=((", 400, "invalid_filter"),
         ("/sse?channel=nope:x", 400, "unknown_namespace"),
         ("/sse?channel=tiny:x", 400, "channel_full"),
-        ("/sse?channel=news&token=unknown-token-0123456789", 401, "unauthenticated"),
-        ("/sse?channel=events:x", 403, "permission_denied"),
+        ("/sse?channel=news&token=unknown-token-0123456789", 401, "invalid_token"),
+        ("/sse?channel=news&token=tts_unknown", 401, "invalid_token"),
+        // `events` admits authenticated subscribers only.
+        ("/sse?channel=events:x", 401, "unauthenticated"),
     ];
     for (path, status, code) in cases {
         let r = send(server, "GET", path, &[], "").await;
@@ -676,6 +738,580 @@ async fn event_server_disabled(spec: &mut Spec) {
     server.shutdown().await.expect("shutdown");
 }
 
+/// A request with an optional bearer credential; a non-empty `body` is sent as JSON.
+async fn call(server: &RunningServer, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if !body.is_empty() {
+        headers.push(JSON);
+    }
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    send(server, method, path, &headers, body).await
+}
+
+/// [`call`] `(method, path)`, asserts the status and, for an error, its code; then checks the
+/// reply against the document. `want.1` is `""` for a success.
+async fn expect(
+    spec: &mut Spec,
+    server: &RunningServer,
+    (method, path): (&str, &str),
+    token: Option<&str>,
+    body: &str,
+    want: (u16, &str),
+) -> Reply {
+    let r = call(server, method, path, token, body).await;
+    let got = (r.status, if r.status < 300 { String::new() } else { r.code() });
+    assert_eq!((got.0, got.1.as_str()), want, "{method} {path} {body}: {r:?}");
+    spec.check(path, &method.to_ascii_lowercase(), &r);
+    r
+}
+
+const REGISTER: (&str, &str) = ("POST", "/auth/register");
+const LOGIN: (&str, &str) = ("POST", "/auth/login");
+const REFRESH: (&str, &str) = ("POST", "/auth/refresh");
+const LOGOUT: (&str, &str) = ("POST", "/auth/logout");
+const PASSWORD: (&str, &str) = ("POST", "/auth/password");
+const ACCOUNT: (&str, &str) = ("DELETE", "/auth/account");
+const ME: (&str, &str) = ("GET", "/auth/me");
+
+/// The session-token routes and a body each accepts (bodiless routes ignore theirs).
+const SESSION_ROUTES: [((&str, &str), &str); 4] = [
+    (REFRESH, ""),
+    (LOGOUT, ""),
+    (PASSWORD, r#"{"password":"S3cret!pass","new_password":"N3w!passwd"}"#),
+    (ACCOUNT, r#"{"password":"S3cret!pass"}"#),
+];
+
+/// The token of a session reply, after checking it is the session of `user` issued now.
+fn session_token(r: &Reply, clock: &Clock, user: &str, persistent: bool) -> String {
+    let s = r.json();
+    assert_eq!(s["user"], user, "{s}");
+    assert_eq!(s["persistent"], persistent, "{s}");
+    assert_eq!(s["expires_at"].as_i64(), Some(clock.now_ms() + TTL_MS), "{s}");
+    s["token"].as_str().expect("token").to_owned()
+}
+
+fn jwt_config() -> JwtConfig {
+    toml::from_str(&format!("algorithms = [\"HS256\"]\nhmac_secret = \"{JWT_SECRET}\"")).expect("jwt config")
+}
+
+/// A JWT for `sub` on the server's clock, expiring in `ttl_s`, granting `channels`.
+fn jwt(clock: &Clock, sub: &str, ttl_s: u64, channels: &[&str]) -> String {
+    let now = clock.now_s();
+    let claims = MintClaims {
+        sub: sub.to_owned(),
+        iat_s: now,
+        exp_s: now + ttl_s,
+        channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+        device: Some("tab-1".to_owned()),
+        zone: Some("eu".to_owned()),
+        ..MintClaims::default()
+    };
+    tether_server::auth::jwt::mint(&jwt_config(), &claims, None).expect("mint")
+}
+
+/// The accounts server: namespaces for every subscribe rule, JWTs, static tokens, a small body
+/// limit, and rate limits out of the way.
+fn accounts_config() -> Config {
+    let mut c = config();
+    c.http.max_body_bytes = AUTH_MAX_BODY;
+    for (name, toml) in [
+        ("members", "subscribe = \"authenticated\""),
+        ("me", "personal = true"),
+        ("vip", "subscribe = \"granted\""),
+    ] {
+        c.namespaces.insert(name.to_owned(), toml::from_str(toml).expect("namespace"));
+    }
+    c.auth.jwt = Some(jwt_config());
+    c.auth.tokens = vec![
+        TokenIdentity {
+            token: STATIC_TOKEN.to_owned(),
+            user: Some("kiosk".to_owned()),
+            device: Some("kiosk-1".to_owned()),
+            zone: None,
+        },
+        TokenIdentity { token: ZONE_TOKEN.to_owned(), user: None, device: None, zone: Some("eu".to_owned()) },
+    ];
+    let r = &mut c.auth.rate_limits;
+    r.register_ip_burst = 1000;
+    r.login_ip_burst = 1000;
+    r.login_user_burst = 1000;
+    c
+}
+
+fn register_body(name: &str) -> String {
+    json!({"name": name, "password": PW, "email": format!("{name}@example.com")}).to_string()
+}
+
+async fn register(spec: &mut Spec, server: &RunningServer, clock: &Clock, name: &str) -> String {
+    let body = register_body(name);
+    let r = expect(spec, server, REGISTER, None, &body, (201, "")).await;
+    spec.check_request("/auth/register", "post", &body, true);
+    session_token(&r, clock, name, true)
+}
+
+/// Every documented response of `/auth/register` and `/auth/login` the accounts server gives.
+async fn register_and_login(spec: &mut Spec, server: &RunningServer, clock: &Clock) {
+    // 201: persistent by default; with a padded email and `persistent: false`.
+    register(spec, server, clock, "alice").await;
+    let body = r#"{"name":"bob","password":"S3cret!pass","email":" bob@example.com ","persistent":false}"#;
+    let r = expect(spec, server, REGISTER, None, body, (201, "")).await;
+    spec.check_request("/auth/register", "post", body, true);
+    session_token(&r, clock, "bob", false);
+
+    // 400: (body, code, does the request schema accept it?). The rules are configuration,
+    // so the schema checks only the shape.
+    let cases: [(&str, &str, bool); 12] = [
+        (r#"{"name":"","password":"S3cret!pass","email":"a@b.io"}"#, "invalid_username", true),
+        (r#"{"name":"a b","password":"S3cret!pass","email":"a@b.io"}"#, "invalid_username", true),
+        (r#"{"name":"carl","password":"a1!","email":"a@b.io"}"#, "invalid_password", true),
+        (r#"{"name":"carl","password":"abcdefg1","email":"a@b.io"}"#, "invalid_password", true),
+        (r#"{"name":"carl","password":"S3cret!pass"}"#, "invalid_email", true),
+        (r#"{"name":"carl","password":"S3cret!pass","email":null}"#, "invalid_email", true),
+        (r#"{"name":"carl","password":"S3cret!pass","email":"nope"}"#, "invalid_email", true),
+        (r#"{"name":5,"password":"S3cret!pass","email":"a@b.io"}"#, "invalid_message", false),
+        (r#"{"name":"carl","email":"a@b.io"}"#, "invalid_message", false),
+        (
+            r#"{"name":"carl","password":"S3cret!pass","email":"a@b.io","admin":true}"#,
+            "invalid_message",
+            false,
+        ),
+        (
+            r#"{"name":"carl","password":"S3cret!pass","email":"a@b.io","persistent":null}"#,
+            "invalid_message",
+            false,
+        ),
+        ("[]", "invalid_message", false),
+    ];
+    for (body, code, schema_accepts) in cases {
+        expect(spec, server, REGISTER, None, body, (400, code)).await;
+        spec.check_request("/auth/register", "post", body, schema_accepts);
+    }
+    expect(spec, server, REGISTER, None, r#"{"name":"carl","#, (400, "malformed_json")).await;
+    // 409: the same name in another case.
+    let body = r#"{"name":"ALICE","password":"S3cret!pass","email":"x@y.io"}"#;
+    let r = expect(spec, server, REGISTER, None, body, (409, "username_taken")).await;
+    assert_eq!(r.json()["message"], "User name already in use.");
+    spec.check_request("/auth/register", "post", body, true);
+
+    // 200: not persistent by default; the name in any case logs in as registered.
+    let body = r#"{"name":"alice","password":"S3cret!pass"}"#;
+    let r = expect(spec, server, LOGIN, None, body, (200, "")).await;
+    spec.check_request("/auth/login", "post", body, true);
+    session_token(&r, clock, "alice", false);
+    let body = r#"{"name":"ALICE","password":"S3cret!pass","persistent":true}"#;
+    let r = expect(spec, server, LOGIN, None, body, (200, "")).await;
+    spec.check_request("/auth/login", "post", body, true);
+    session_token(&r, clock, "alice", true);
+    // 401: wrong password and unknown user are indistinguishable; an empty name too.
+    let wrong = expect(
+        spec,
+        server,
+        LOGIN,
+        None,
+        r#"{"name":"alice","password":"Wrong!pw1"}"#,
+        (401, "invalid_credentials"),
+    )
+    .await;
+    let unknown = expect(
+        spec,
+        server,
+        LOGIN,
+        None,
+        r#"{"name":"nobody","password":"S3cret!pass"}"#,
+        (401, "invalid_credentials"),
+    )
+    .await;
+    assert_eq!(wrong.json(), unknown.json());
+    let body = r#"{"name":"","password":"S3cret!pass"}"#;
+    expect(spec, server, LOGIN, None, body, (401, "invalid_credentials")).await;
+    spec.check_request("/auth/login", "post", body, true);
+    // 400
+    for (body, code, schema_accepts) in [
+        (r#"{"name":"alice","password":"S3cret!pass","email":"a@b.io"}"#, "invalid_message", Some(false)),
+        (r#"{"name":"alice"}"#, "invalid_message", Some(false)),
+        (r#"{"name":"alice","password":"S3cret!pass","persistent":"yes"}"#, "invalid_message", Some(false)),
+        ("[]", "invalid_message", Some(false)),
+        ("{nope", "malformed_json", None),
+    ] {
+        expect(spec, server, LOGIN, None, body, (400, code)).await;
+        if let Some(ok) = schema_accepts {
+            spec.check_request("/auth/login", "post", body, ok);
+        }
+    }
+
+    // 413 and 415 for both.
+    for (route, path) in [(REGISTER, "/auth/register"), (LOGIN, "/auth/login")] {
+        let body =
+            json!({"name": "carl", "password": "x".repeat(AUTH_MAX_BODY), "email": "a@b.io"}).to_string();
+        let r = send(server, route.0, path, &[JSON], &body).await;
+        assert_eq!((r.status, r.code().as_str()), (413, "payload_too_large"), "{path}");
+        spec.check(path, "post", &r);
+        let r = send(server, route.0, path, &[("content-type", "text/plain")], &register_body("carl")).await;
+        assert_eq!((r.status, r.code().as_str()), (415, "unsupported_media_type"), "{path}");
+        spec.check(path, "post", &r);
+    }
+}
+
+/// `/auth/me`, `/auth/refresh`, `/auth/password`, `/auth/logout` and `/auth/account` with live
+/// credentials, and every way a credential is refused.
+async fn sessions(spec: &mut Spec, server: &RunningServer, clock: &Clock) {
+    let alice =
+        call(server, "POST", "/auth/login", None, r#"{"name":"alice","password":"S3cret!pass"}"#).await;
+    let alice = session_token(&alice, clock, "alice", false);
+
+    // 200: a session, a JWT and static tokens (with and without a user).
+    let r = expect(spec, server, ME, Some(&alice), "", (200, "")).await;
+    assert_eq!(
+        r.json(),
+        json!({"user": "alice", "device": null, "zone": null, "kind": "session", "expires_at": clock.now_ms() + TTL_MS})
+    );
+    let token = jwt(clock, "jill", 3600, &["vip:*"]);
+    let r = expect(spec, server, ME, Some(&token), "", (200, "")).await;
+    let exp = i64::try_from(clock.now_s() + 3600).expect("i64") * 1000;
+    assert_eq!(
+        r.json(),
+        json!({"user": "jill", "device": "tab-1", "zone": "eu", "kind": "jwt", "expires_at": exp})
+    );
+    let r = expect(spec, server, ME, Some(STATIC_TOKEN), "", (200, "")).await;
+    assert_eq!(r.json(), json!({"user": "kiosk", "device": "kiosk-1", "zone": null, "kind": "static"}));
+    let r = expect(spec, server, ME, Some(ZONE_TOKEN), "", (200, "")).await;
+    assert_eq!(r.json(), json!({"user": null, "device": null, "zone": "eu", "kind": "static"}));
+    // 401: no credential, another scheme, unknown tokens of each shape, a forged JWT, an API key.
+    let r = send(server, "GET", "/auth/me", &[], "").await;
+    assert_eq!((r.status, r.code().as_str()), (401, "unauthenticated"));
+    spec.check("/auth/me", "get", &r);
+    let basic = format!("Basic {alice}");
+    let r = send(server, "GET", "/auth/me", &[("authorization", &basic)], "").await;
+    assert_eq!((r.status, r.code().as_str()), (401, "unauthenticated"));
+    spec.check("/auth/me", "get", &r);
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    for t in [FAKE_SESSION, "unknown-static-token-0123456789", forged.as_str(), API_KEY] {
+        expect(spec, server, ME, Some(t), "", (401, "invalid_token")).await;
+    }
+    // Nor is a client credential an API key.
+    for t in [alice.as_str(), token.as_str(), STATIC_TOKEN] {
+        let r = call(server, "POST", "/api/publish", Some(t), r#"{"channel":"news","data":1}"#).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "unauthenticated"), "{r:?}");
+        spec.check("/api/publish", "post", &r);
+    }
+
+    // Refresh: a new token, the old one dead at once. The body is ignored, whatever its type.
+    let r = send(
+        server,
+        "POST",
+        "/auth/refresh",
+        &[("authorization", &format!("Bearer {alice}")), ("content-type", "text/plain")],
+        "ignored",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    spec.check("/auth/refresh", "post", &r);
+    let refreshed = session_token(&r, clock, "alice", false);
+    assert_ne!(refreshed, alice);
+    expect(spec, server, ME, Some(&alice), "", (401, "invalid_token")).await;
+    expect(spec, server, ME, Some(&refreshed), "", (200, "")).await;
+
+    // Every session route: no credential or another scheme (401 unauthenticated, before the
+    // body is looked at), a replaced session, unknown tokens, credentials that are not sessions.
+    for ((method, path), body) in SESSION_ROUTES {
+        let lower = method.to_ascii_lowercase();
+        for headers in [vec![JSON], vec![JSON, ("authorization", basic.as_str())]] {
+            let r = send(server, method, path, &headers, "not even JSON").await;
+            assert_eq!((r.status, r.code().as_str()), (401, "unauthenticated"), "{method} {path}");
+            spec.check(path, &lower, &r);
+        }
+        for t in [alice.as_str(), FAKE_SESSION, "not-a-session-token", token.as_str(), STATIC_TOKEN, API_KEY]
+        {
+            expect(spec, server, (method, path), Some(t), body, (401, "invalid_token")).await;
+        }
+    }
+
+    // Password change and deletion: body checks come after the token.
+    register(spec, server, clock, "carol").await;
+    let carol =
+        call(server, "POST", "/auth/login", None, r#"{"name":"carol","password":"S3cret!pass"}"#).await;
+    let carol = session_token(&carol, clock, "carol", false);
+    let other =
+        call(server, "POST", "/auth/login", None, r#"{"name":"carol","password":"S3cret!pass"}"#).await;
+    let other = session_token(&other, clock, "carol", false);
+    for ((method, path), body, schema) in [
+        (PASSWORD, SESSION_ROUTES[2].1, "PasswordChangeRequest"),
+        (ACCOUNT, SESSION_ROUTES[3].1, "DeleteAccountRequest"),
+    ] {
+        let lower = method.to_ascii_lowercase();
+        spec.assert_valid(
+            &format!("/components/schemas/{schema}"),
+            &serde_json::from_str(body).expect("JSON"),
+            path,
+        );
+        let auth = format!("Bearer {carol}");
+        let r = send(server, method, path, &[("authorization", &auth), ("content-type", "text/plain")], body)
+            .await;
+        assert_eq!((r.status, r.code().as_str()), (415, "unsupported_media_type"), "{path}");
+        spec.check(path, &lower, &r);
+        let huge = json!({"password": "x".repeat(AUTH_MAX_BODY)}).to_string();
+        expect(spec, server, (method, path), Some(&carol), &huge, (413, "payload_too_large")).await;
+        expect(spec, server, (method, path), Some(&carol), "{nope", (400, "malformed_json")).await;
+        for bad in
+            [r#"{"password":1}"#, r#"{"password":"S3cret!pass","new_password":"N3w!passwd","x":1}"#, "[]"]
+        {
+            expect(spec, server, (method, path), Some(&carol), bad, (400, "invalid_message")).await;
+            spec.check_request(path, &lower, bad, false);
+        }
+    }
+    // The new password's rules, then the current password.
+    for (body, want, ok) in [
+        (r#"{"password":"S3cret!pass","new_password":"short"}"#, (400, "invalid_password"), true),
+        (r#"{"password":"S3cret!pass"}"#, (400, "invalid_message"), false),
+        (r#"{"password":"Wrong!pw1","new_password":"N3w!passwd"}"#, (401, "invalid_credentials"), true),
+    ] {
+        expect(spec, server, PASSWORD, Some(&carol), body, want).await;
+        spec.check_request("/auth/password", "post", body, ok);
+    }
+    let body = r#"{"password":"Wrong!pw1"}"#;
+    expect(spec, server, ACCOUNT, Some(&carol), body, (401, "invalid_credentials")).await;
+    spec.check_request("/auth/account", "delete", body, true);
+    // 204: the changing session survives, the other one is revoked.
+    let body = SESSION_ROUTES[2].1;
+    expect(spec, server, PASSWORD, Some(&carol), body, (204, "")).await;
+    spec.check_request("/auth/password", "post", body, true);
+    expect(spec, server, ME, Some(&other), "", (401, "invalid_token")).await;
+    expect(spec, server, ME, Some(&carol), "", (200, "")).await;
+    // 204: deleted; every session ends and the name is free again.
+    let body = json!({"password": PW2}).to_string();
+    expect(spec, server, ACCOUNT, Some(&carol), &body, (204, "")).await;
+    spec.check_request("/auth/account", "delete", &body, true);
+    expect(spec, server, ME, Some(&carol), "", (401, "invalid_token")).await;
+    let login = json!({"name": "carol", "password": PW2}).to_string();
+    expect(spec, server, LOGIN, None, &login, (401, "invalid_credentials")).await;
+    register(spec, server, clock, "carol").await;
+
+    // 204: logout ends one session only; the token is dead afterwards.
+    expect(spec, server, LOGOUT, Some(&refreshed), "", (204, "")).await;
+    expect(spec, server, LOGOUT, Some(&refreshed), "", (401, "invalid_token")).await;
+    expect(spec, server, ME, Some(&refreshed), "", (401, "invalid_token")).await;
+}
+
+/// Reads an SSE body until `done` holds for the text read so far.
+async fn read_sse(body: &mut hyper::body::Incoming, text: &mut String, done: impl Fn(&str) -> bool) {
+    while !done(text) {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("SSE chunk within WAIT")
+            .unwrap_or_else(|| panic!("SSE stream ended after {text:?}"))
+            .expect("ok");
+        if let Ok(data) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&data).expect("UTF-8"));
+        }
+    }
+}
+
+/// Opens `/sse`, asserts it starts, records the 200 and returns the open body.
+async fn sse_open(
+    spec: &mut Spec,
+    server: &RunningServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> hyper::body::Incoming {
+    let resp = open(server, "GET", path, headers, "").await;
+    let (status, resp_headers) = (resp.status().as_u16(), resp.headers().clone());
+    assert_eq!(status, 200, "{path}");
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    read_sse(&mut body, &mut text, |t| t.ends_with("\n\n")).await;
+    assert_eq!(text, ": subscribed\n\n", "{path}");
+    spec.check("/sse", "get", &Reply { status, headers: resp_headers, body: text });
+    body
+}
+
+/// `/sse` with every kind of credential and every namespace rule.
+async fn sse_credentials(spec: &mut Spec, server: &RunningServer, clock: &Clock) {
+    let login =
+        call(server, "POST", "/auth/login", None, r#"{"name":"alice","password":"S3cret!pass"}"#).await;
+    let alice = session_token(&login, clock, "alice", false);
+    let bearer = format!("Bearer {alice}");
+    let token = jwt(clock, "jill", 3600, &["vip:*"]);
+
+    // 200: a session in the query or a Bearer header, a JWT grant, a static token.
+    let streams = [
+        sse_open(spec, server, &format!("/sse?channel=me:alice&token={alice}"), &[]).await,
+        sse_open(spec, server, "/sse?channel=members:x", &[("authorization", &bearer)]).await,
+        sse_open(spec, server, &format!("/sse?channel=vip:gold&token={token}"), &[]).await,
+        sse_open(spec, server, &format!("/sse?channel=members:x&token={STATIC_TOKEN}"), &[]).await,
+    ];
+    drop(streams);
+
+    let basic = format!("Basic {alice}");
+    // (path, headers, status, code)
+    let cases = [
+        (format!("/sse?channel=news&token={FAKE_SESSION}"), vec![], 401, "invalid_token"),
+        (
+            "/sse?channel=news".to_owned(),
+            vec![("authorization", "Bearer unknown-token-0123456789")],
+            401,
+            "invalid_token",
+        ),
+        (format!("/sse?channel=news&token={}x", &token[..token.len() - 1]), vec![], 401, "invalid_token"),
+        (format!("/sse?channel=news&token={API_KEY}"), vec![], 401, "invalid_token"),
+        // The query parameter wins over the header.
+        (
+            "/sse?channel=members:x&token=unknown-token-0123456789".to_owned(),
+            vec![("authorization", &bearer)],
+            401,
+            "invalid_token",
+        ),
+        // Anonymous (a header with another scheme is ignored; a token without a user).
+        ("/sse?channel=members:x".to_owned(), vec![("authorization", &basic)], 401, "unauthenticated"),
+        ("/sse?channel=me:alice".to_owned(), vec![], 401, "unauthenticated"),
+        (format!("/sse?channel=members:x&token={ZONE_TOKEN}"), vec![], 401, "unauthenticated"),
+        ("/sse?channel=vip:gold".to_owned(), vec![], 403, "grant_required"),
+        (format!("/sse?channel=vip:gold&token={alice}"), vec![], 403, "grant_required"),
+        (format!("/sse?channel=me:bob&token={alice}"), vec![], 403, "personal_channel"),
+    ];
+    for (path, headers, status, code) in cases {
+        let r = send(server, "GET", &path, &headers, "").await;
+        assert_eq!((r.status, r.code().as_str()), (status, code), "{path} {headers:?}");
+        spec.check("/sse", "get", &r);
+    }
+
+    // Revoking the stream's session ends it with `event: disconnect` and code 4003.
+    let mut body = sse_open(spec, server, &format!("/sse?channel=members:y&token={alice}"), &[]).await;
+    expect(spec, server, LOGOUT, Some(&alice), "", (204, "")).await;
+    let mut text = String::new();
+    read_sse(&mut body, &mut text, |t| t.contains("event: disconnect\n") && t.ends_with("\n\n")).await;
+    assert!(
+        text.ends_with("event: disconnect\ndata: {\"code\":4003,\"reason\":\"session revoked\"}\n\n"),
+        "{text:?}"
+    );
+}
+
+/// Expired sessions and JWTs, and "remember me", on the manual clock.
+async fn expiry(spec: &mut Spec, server: &RunningServer, clock: &Clock) {
+    let login =
+        |persistent: bool| json!({"name": "alice", "password": PW, "persistent": persistent}).to_string();
+    let short = call(server, "POST", "/auth/login", None, &login(false)).await;
+    let short = session_token(&short, clock, "alice", false);
+    let long = call(server, "POST", "/auth/login", None, &login(true)).await;
+    let long = session_token(&long, clock, "alice", true);
+    let token = jwt(clock, "jill", 60, &["vip:*"]);
+    clock.advance(std::time::Duration::from_millis(u64::try_from(TTL_MS).expect("u64")));
+
+    for t in [short.as_str(), long.as_str(), token.as_str()] {
+        // `/auth/me` never renews, not even a persistent session.
+        expect(spec, server, ME, Some(t), "", (401, "token_expired")).await;
+        let r = send(server, "GET", &format!("/sse?channel=news&token={t}"), &[], "").await;
+        assert_eq!((r.status, r.code().as_str()), (401, "token_expired"));
+        spec.check("/sse", "get", &r);
+    }
+    for (route, body) in SESSION_ROUTES {
+        expect(spec, server, route, Some(&short), body, (401, "token_expired")).await;
+    }
+    // An expired persistent session is renewed by refresh, within its remember window.
+    let r = expect(spec, server, REFRESH, Some(&long), "", (200, "")).await;
+    let renewed = session_token(&r, clock, "alice", true);
+    expect(spec, server, ME, Some(&renewed), "", (200, "")).await;
+    expect(spec, server, ME, Some(&long), "", (401, "invalid_token")).await;
+}
+
+/// Accounts off (and anonymous streams too): every account route is 403, `/auth/me` still
+/// verifies, `/sse` wants a credential.
+async fn accounts_disabled(spec: &mut Spec) {
+    let mut c = config();
+    c.auth.accounts.enabled = false;
+    c.auth.allow_anonymous = false;
+    let server = start(c).await;
+    expect(spec, &server, REGISTER, None, &register_body("alice"), (403, "accounts_disabled")).await;
+    expect(
+        spec,
+        &server,
+        LOGIN,
+        None,
+        r#"{"name":"alice","password":"S3cret!pass"}"#,
+        (403, "accounts_disabled"),
+    )
+    .await;
+    for (route, body) in SESSION_ROUTES {
+        expect(spec, &server, route, Some(FAKE_SESSION), body, (403, "accounts_disabled")).await;
+    }
+    expect(spec, &server, ME, Some(FAKE_SESSION), "", (401, "invalid_token")).await;
+    let r = send(&server, "GET", "/sse?channel=news", &[], "").await;
+    assert_eq!((r.status, r.code().as_str()), (401, "unauthenticated"));
+    spec.check("/sse", "get", &r);
+    server.shutdown().await.expect("shutdown");
+}
+
+/// Registration closed: accounts work, self-service registration does not.
+async fn registration_closed(spec: &mut Spec) {
+    let mut c = config();
+    c.auth.accounts.registration = false;
+    let server = start(c).await;
+    expect(spec, &server, REGISTER, None, &register_body("alice"), (403, "permission_denied")).await;
+    expect(
+        spec,
+        &server,
+        LOGIN,
+        None,
+        r#"{"name":"alice","password":"S3cret!pass"}"#,
+        (401, "invalid_credentials"),
+    )
+    .await;
+    server.shutdown().await.expect("shutdown");
+}
+
+/// One registration and one login attempt per address, and a clock that never refills them.
+async fn rate_limits(spec: &mut Spec) {
+    let mut c = config();
+    c.auth.rate_limits.register_ip_burst = 1;
+    c.auth.rate_limits.login_ip_burst = 1;
+    let (server, clock) = start_clocked(c).await;
+    register(spec, &server, &clock, "erin").await;
+    expect(spec, &server, REGISTER, None, &register_body("frank"), (429, "rate_limited")).await;
+    let wrong = r#"{"name":"erin","password":"Wrong!pw1"}"#;
+    expect(spec, &server, LOGIN, None, wrong, (401, "invalid_credentials")).await;
+    expect(spec, &server, LOGIN, None, r#"{"name":"erin","password":"S3cret!pass"}"#, (429, "rate_limited"))
+        .await;
+    server.shutdown().await.expect("shutdown");
+}
+
+/// The database loses its tables under the running server: every route that needs it is 500.
+async fn store_failure(spec: &mut Spec) {
+    let c = config();
+    let db = c.data_dir.join("tether.db");
+    let server = start(c).await;
+    let conn = rusqlite::Connection::open(&db).expect("open the server's database");
+    conn.execute_batch("DROP TABLE sessions; DROP TABLE users;").expect("drop tables");
+    drop(conn);
+    expect(spec, &server, REGISTER, None, &register_body("gail"), (500, "internal")).await;
+    expect(spec, &server, LOGIN, None, r#"{"name":"gail","password":"S3cret!pass"}"#, (500, "internal"))
+        .await;
+    for (route, body) in SESSION_ROUTES {
+        expect(spec, &server, route, Some(FAKE_SESSION), body, (500, "internal")).await;
+    }
+    expect(spec, &server, ME, Some(FAKE_SESSION), "", (500, "internal")).await;
+    let r = send(&server, "GET", &format!("/sse?channel=news&token={FAKE_SESSION}"), &[], "").await;
+    assert_eq!((r.status, r.code().as_str()), (500, "internal"));
+    assert!(!r.body.contains("sessions"), "no internal details in the message: {}", r.body);
+    spec.check("/sse", "get", &r);
+    server.shutdown().await.expect("shutdown");
+}
+
+/// Every `/auth` route, and `/sse` with credentials.
+async fn accounts(spec: &mut Spec) {
+    let (server, clock) = start_clocked(accounts_config()).await;
+    register_and_login(spec, &server, &clock).await;
+    sessions(spec, &server, &clock).await;
+    sse_credentials(spec, &server, &clock).await;
+    expiry(spec, &server, &clock).await;
+    server.shutdown().await.expect("shutdown");
+    accounts_disabled(spec).await;
+    registration_closed(spec).await;
+    rate_limits(spec).await;
+    store_failure(spec).await;
+}
+
 #[tokio::test]
 async fn every_documented_response_is_real_and_matches_its_schema() {
     let mut spec = Spec::new();
@@ -694,6 +1330,7 @@ async fn every_documented_response_is_real_and_matches_its_schema() {
     readyz_shutting_down(&mut spec).await;
     connection_limits(&mut spec).await;
     event_server_disabled(&mut spec).await;
+    accounts(&mut spec).await;
 
     let documented = spec.documented();
     let never: Vec<&Key> = documented.difference(&spec.seen).collect();
