@@ -17,7 +17,9 @@
 //! - [`clock`]: the injectable wall clock expiry is measured on.
 //! - [`metrics`]: counters, gauges and the Prometheus exposition.
 //! - [`keys`]: API key resolution (flags, env, config, generated file).
+//! - [`admin`]: the work behind `tether user`, `tether apikey` and `tether token mint`.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;
