@@ -98,8 +98,13 @@ fn deny(code: ErrorCode, message: &str) -> ProtoError {
     ProtoError::new(code, message)
 }
 
-/// Is `channel` the personal channel of `user`: local name `user` or `user/…`?
+/// Is `channel` the personal channel of `user`: local name `user` or `user/…`? A user id
+/// containing `/` owns no personal channel, or `a/b`'s channel would be a sub-channel of
+/// user `a`'s.
 fn is_personal_of(channel: &ChannelName, user: &str) -> bool {
+    if user.contains('/') {
+        return false;
+    }
     let local = channel.local_name();
     local.strip_prefix(user).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
@@ -268,6 +273,9 @@ mod tests {
         assert_eq!(code("me:alicex", &ALICE), Some(ErrorCode::PersonalChannel));
         assert_eq!(code("me:bob", &ALICE), Some(ErrorCode::PersonalChannel));
         assert_eq!(code("me:alice", &ANON), Some(ErrorCode::Unauthenticated));
+        // Regression: user `alice/inbox` must not own (and so share) a sub-channel of alice.
+        let slashed = Access { user: Some("alice/inbox"), grants: &[] };
+        assert_eq!(code("me:alice/inbox", &slashed), Some(ErrorCode::PersonalChannel));
     }
 
     #[test]

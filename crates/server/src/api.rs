@@ -98,8 +98,12 @@ async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Scope, ApiEr
     // Keys are compared by SHA-256 digest: equal digests mean equal keys, and the lookup's
     // timing reveals nothing about the key itself.
     match state.auth.api_keys.check(state.auth.store().as_ref(), key).await {
-        Some(scope) => Ok(scope),
-        None => Err(api_error(state, ErrorCode::Unauthenticated, "unknown API key")),
+        Ok(Some(scope)) => Ok(scope),
+        Ok(None) => Err(api_error(state, ErrorCode::Unauthenticated, "unknown API key")),
+        Err(e) => {
+            tracing::error!(error = %e, "API key lookup failed");
+            Err(api_error(state, ErrorCode::Internal, "internal error"))
+        }
     }
 }
 

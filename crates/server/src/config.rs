@@ -528,6 +528,18 @@ pub struct TestingConfig {
     pub echo_route: bool,
 }
 
+/// The log filter actually installed for `level`. At `trace`, the WebSocket library logs
+/// every frame in full, which would put passwords and tokens sent over the socket into the
+/// log; so its targets are capped at `debug` unless the filter names them explicitly (a
+/// deliberate choice for debugging, never for production).
+pub fn effective_log_filter(level: &str) -> String {
+    if level.contains("tungstenite") {
+        level.to_owned()
+    } else {
+        format!("{level},tungstenite=debug,tokio_tungstenite=debug")
+    }
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -582,6 +594,9 @@ impl Config {
             }
         }
         crate::auth::rules::Rules::new(&self.auth.accounts).map_err(invalid)?;
+        let a2 = &self.auth.argon2;
+        argon2::Params::new(a2.memory_kib, a2.iterations, a2.parallelism, None)
+            .map_err(|e| invalid(format!("auth.argon2: {e}")))?;
         crate::auth::proxy::TrustedHeaders::new(&self.auth).map_err(invalid)?;
         if let Some(j) = &self.auth.jwt {
             crate::auth::jwt::JwtVerifier::from_config(j).map_err(|m| invalid(format!("auth.jwt: {m}")))?;
@@ -645,6 +660,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn frame_logging_of_the_websocket_library_is_capped() {
+        let f = effective_log_filter("trace");
+        assert_eq!(f, "trace,tungstenite=debug,tokio_tungstenite=debug");
+        assert!(tracing_subscriber::EnvFilter::try_new(&f).is_ok());
+        assert_eq!(effective_log_filter("info,tungstenite=trace"), "info,tungstenite=trace");
+    }
+
+    #[test]
     fn unknown_key_reports_line_and_key() {
         let text = "listen = \"127.0.0.1:1\"\n\n[limits]\nmax_conections = 5\n";
         let e = Config::from_toml(text, Path::new("t.toml")).unwrap_err().to_string();
@@ -683,5 +706,7 @@ mod tests {
         let e = Config::from_toml("[namespaces.\"a.b\"]\n", Path::new("c")).unwrap_err().to_string();
         assert!(e.contains("namespace 'a.b'"), "{e}");
         assert!(Config::from_toml("api_keys = [\"short\"]", Path::new("c")).is_err());
+        let e = Config::from_toml("[auth.argon2]\nmemory_kib = 1\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("auth.argon2"), "{e}");
     }
 }

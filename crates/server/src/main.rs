@@ -304,7 +304,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn init_logging(format: LogFormat, level: &str) {
     // The level was validated with the config; fall back only if that was bypassed.
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(tether_server::config::effective_log_filter(level))
+        .unwrap_or_else(|_| "info".into());
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
@@ -338,9 +339,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.validate(std::path::Path::new("<flags>"))?;
     init_logging(config.log.format, &config.log.level);
-    std::fs::create_dir_all(&config.data_dir)
+    // The directory holds the database (password hashes) and the generated API key: only
+    // the server's user may enter it. An existing directory keeps its mode.
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let keys = tether_server::keys::resolve(&config.api_keys, &config.data_dir)?;
+    // Only scoped keys configured: no unrestricted key is generated behind the operator's back.
+    let keys = if config.api_keys.is_empty() && !config.scoped_api_keys.is_empty() {
+        tether_server::keys::Resolved { keys: std::collections::HashSet::new(), generated: None }
+    } else {
+        tether_server::keys::resolve(&config.api_keys, &config.data_dir)?
+    };
     if let Some(k) = &keys.generated {
         let path = config.data_dir.join(tether_server::keys::KEY_FILE);
         println!("Generated an API key (stored in {}; shown only this once):\n\n    {k}\n", path.display());

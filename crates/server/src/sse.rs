@@ -65,6 +65,8 @@ struct Subscription {
     outbox: Arc<Outbox>,
     /// The login session the stream holds, registered for revocation.
     session: Option<tether_store::SessionId>,
+    /// Ends the stream when the credential expires (an SSE client cannot refresh it).
+    expiry: Option<tokio::task::AbortHandle>,
     _slot: ConnSlot,
 }
 
@@ -72,6 +74,9 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(sid) = self.session {
             self.state.auth.live.unregister(sid, self.id);
+        }
+        if let Some(t) = &self.expiry {
+            t.abort();
         }
         self.outbox.close();
         self.state.hub.unsubscribe(&self.channel, self.id);
@@ -112,7 +117,14 @@ pub async fn handler(
         .map_err(|e| err(ErrorCode::InvalidFilter, e.to_string()))?;
     // EventSource cannot set headers, so the token may come in the query; a Bearer header
     // works too. No credential: a trusted proxy's identity headers, or anonymous.
-    let token = q.token.as_deref().or_else(|| crate::api::bearer(&headers).ok());
+    let token = match (q.token.as_deref(), headers.contains_key(header::AUTHORIZATION)) {
+        (Some(t), _) => Some(t),
+        // A credential in another scheme is an error, not a silent anonymous stream.
+        (None, true) => {
+            Some(crate::api::bearer(&headers).map_err(|m| err(ErrorCode::Unauthenticated, m.to_owned()))?)
+        }
+        (None, false) => None,
+    };
     let principal = match token {
         // A persistent session is not renewed here: an SSE client could not learn the new token.
         Some(t) if crate::auth::token::is_session_token(t) => state.auth.verify_session(t, false).await,
@@ -150,15 +162,32 @@ pub async fn handler(
         )
         .map_err(|e| ApiError(state.count_error(e.into())))?;
     let heartbeat = Duration::from_millis(state.config.sse.heartbeat_ms);
-    // Cancelled by server shutdown (the parent) or by revocation of the stream's session.
+    // Cancelled by server shutdown (the parent), by revocation of the stream's session, or
+    // when its credential expires.
     let ended = state.shutdown.child_token();
     let session = principal.session_id();
     if let Some(sid) = session {
         let ended = ended.clone();
-        state.auth.live.register(sid, id, Arc::new(move |_| ended.cancel()));
+        state.auth.live.register(
+            sid,
+            id,
+            Arc::new(move |ev| {
+                if let crate::auth::live::LiveEvent::Revoked(_) = ev {
+                    ended.cancel();
+                }
+            }),
+        );
     }
+    let expiry = state.auth.effective_expiry(&principal).map(|at| {
+        let (ended, clock) = (ended.clone(), state.auth.clock().clone());
+        tokio::spawn(async move {
+            clock.sleep_until(at).await;
+            ended.cancel();
+        })
+        .abort_handle()
+    });
     let st = StreamState {
-        sub: Subscription { state: Arc::clone(&state), channel, id, outbox, session, _slot: slot },
+        sub: Subscription { state: Arc::clone(&state), channel, id, outbox, session, expiry, _slot: slot },
         batch: VecDeque::new(),
         heartbeat: Box::pin(sleep_until(Instant::now() + heartbeat)),
         cancelled: Box::pin(ended.cancelled_owned()),
@@ -176,7 +205,7 @@ pub async fn handler(
                 if st.sub.state.shutdown.is_cancelled() {
                     disconnect_event(close::GOING_AWAY, "server shutting down; reconnect")
                 } else {
-                    disconnect_event(close::AUTH_EXPIRED, "session revoked")
+                    disconnect_event(close::AUTH_EXPIRED, "credentials expired or revoked")
                 }
             }
             taken = st.sub.outbox.take(&mut st.batch) => {

@@ -142,6 +142,11 @@ impl ConnLimiter {
         Self { max_total, max_per_ip, state: Mutex::new((0, HashMap::new())) }
     }
 
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.state.lock().0
+    }
+
     /// Takes a slot for `ip`, or explains which limit is reached.
     pub fn acquire(state: &AppState, ip: IpAddr) -> Result<ConnSlot, ProtoError> {
         if state.shutdown.is_cancelled() {

@@ -314,7 +314,9 @@ async fn ws_connect_token(server: &tether_server::RunningServer, token: &str) ->
 
 #[tokio::test]
 async fn password_change_revokes_other_sessions_and_delete_ends_all() {
-    let server = start(accounts_config()).await;
+    let mut c = accounts_config();
+    c.auth.rate_limits.login_user_burst = 50;
+    let server = start(c).await;
     let t1 = register(&server, "hank").await;
     let (_, b) = post(&server, "/auth/login", None, json!({"name":"hank","password":PW})).await;
     let t2 = b["token"].as_str().unwrap().to_owned();
@@ -434,6 +436,7 @@ async fn persistent_session_is_renewed_and_pushed() {
     assert_eq!(me(&server, renewed).await.0, 200);
     // Past the remember window, even a persistent session is logged out.
     drop(again);
+    eventually("the connection is gone", || server.state.limiter.open() == 0).await;
     clock.advance(Duration::from_secs(86_400 + 31 * 86_400));
     let mut late = common::ws(&server, "/ws").await;
     let r = request(&mut late, 1, json!({"op":"connect","token":renewed})).await;
@@ -540,4 +543,53 @@ channels = ["chat:*", "news"]"#,
     assert_eq!(s, 403);
     // The unrestricted key still publishes anywhere.
     assert_eq!(api(&server, "/api/publish", &pub_to("newsroom")).await.0, 200);
+}
+
+// Regression: with two connections on one persistent session, only one renewal could win
+// the compare-and-swap and the other connection was logged out; a refresh on one also left
+// the others holding a dead token.
+#[tokio::test]
+async fn connections_sharing_a_session_all_follow_its_rotation() {
+    let (server, clock) = start_clocked(accounts_config()).await;
+    register(&server, "lena").await;
+    let (_, b) =
+        post(&server, "/auth/login", None, json!({"name":"lena","password":PW,"persistent":true})).await;
+    let token = b["token"].as_str().unwrap().to_owned();
+    let mut a = ws_connect_token(&server, &token).await;
+    let mut b = ws_connect_token(&server, &token).await;
+    assert_eq!(
+        request(&mut a, 2, json!({"op":"subscribe","channel":"members:a"})).await["result"],
+        json!({})
+    );
+    assert_eq!(
+        request(&mut b, 2, json!({"op":"subscribe","channel":"members:b"})).await["result"],
+        json!({})
+    );
+
+    // Expiry: both timers fire; one renews, both end up with the same new token.
+    clock.advance(Duration::from_secs(86_400));
+    let pa = recv_push(&mut a, "session").await;
+    let pb = recv_push(&mut b, "session").await;
+    assert_eq!(pa["session"]["token"], pb["session"]["token"]);
+    assert_eq!(
+        request(&mut a, 3, json!({"op":"subscribe","channel":"members:c"})).await["result"],
+        json!({})
+    );
+    assert_eq!(
+        request(&mut b, 3, json!({"op":"subscribe","channel":"members:d"})).await["result"],
+        json!({})
+    );
+
+    // An explicit refresh on `a` reaches `b` as a session push.
+    let r = request(&mut a, 4, json!({"op":"refresh"})).await;
+    let fresh = r["result"]["session"]["token"].as_str().unwrap().to_owned();
+    let pb = recv_push(&mut b, "session").await;
+    assert_eq!(pb["session"]["token"], fresh);
+    // `b` can renew later with the token it adopted.
+    clock.advance(Duration::from_secs(86_400));
+    let pa = recv_push(&mut a, "session").await;
+    let pb = recv_push(&mut b, "session").await;
+    assert_eq!(pa["session"]["token"], pb["session"]["token"]);
+    assert_eq!(me(&server, pa["session"]["token"].as_str().unwrap()).await.0, 200);
+    assert_eq!(request(&mut b, 5, json!({"op":"ping"})).await["result"], json!({}));
 }

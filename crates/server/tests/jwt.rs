@@ -9,9 +9,9 @@
 //! `auth::jwt::mint` and the test-only keys in `tests/fixtures/jwt/` (see its README);
 //! hostile tokens are built by hand.
 //!
-//! Tests marked `#[ignore = "SERVER BUG: …"]` describe behaviour that looks wrong; they
-//! fail against the current server (`cargo nextest run -p tether-server --test jwt
-//! --run-ignored all`) and are ignored only so that the suite stays green until the fix.
+//! Four tests here were first written as ignored `SERVER BUG` reproductions (SSE outliving
+//! its JWT, dotted static tokens, refresh ignoring leeway, overlapping personal channels);
+//! the bugs are fixed and they are now regression tests.
 
 mod common;
 
@@ -784,7 +784,6 @@ async fn sse_accepts_a_jwt_in_the_query_and_refuses_bad_ones() {
 }
 
 #[tokio::test]
-#[ignore = "SERVER BUG: an SSE stream opened with a JWT outlives the token's exp forever"]
 async fn sse_stream_ends_when_its_jwt_expires() {
     // A native connection whose JWT expires is asked to refresh and closed with 4003 after
     // `refresh_grace_ms`. An SSE client cannot refresh, yet its stream is never ended:
@@ -810,7 +809,6 @@ async fn sse_stream_ends_when_its_jwt_expires() {
 }
 
 #[tokio::test]
-#[ignore = "SERVER BUG: enabling [auth.jwt] breaks static tokens that contain exactly two dots"]
 async fn static_tokens_shaped_like_jwts_still_work_when_jwt_is_enabled() {
     // `Auth::verify` routes any credential with exactly two `.` to the JWT verifier and
     // returns its error without consulting `auth.tokens`, although the module doc says the
@@ -833,7 +831,6 @@ async fn static_tokens_shaped_like_jwts_still_work_when_jwt_is_enabled() {
 }
 
 #[tokio::test]
-#[ignore = "SERVER BUG: with leeway_s, the refresh timer fires at exp, not when the verifier stops accepting"]
 async fn a_token_accepted_within_leeway_is_not_asked_to_refresh_at_once() {
     // The verifier accepts a token until `exp + leeway_s`, but the connection's expiry
     // timer is armed at `exp` (`Principal::expires_ms`). A token accepted within the leeway
@@ -859,7 +856,6 @@ async fn a_token_accepted_within_leeway_is_not_asked_to_refresh_at_once() {
 }
 
 #[tokio::test]
-#[ignore = "SERVER BUG: a `sub` containing '/' shares its personal channel with another user"]
 async fn personal_channels_of_different_users_do_not_overlap() {
     // Personal channels are `ns:<user>` and `ns:<user>/…`. The JWT `sub` may contain '/'
     // (only control characters are refused), so the personal channel `me:alice/inbox` of
@@ -877,11 +873,14 @@ async fn personal_channels_of_different_users_do_not_overlap() {
         assert_eq!(error_code(&r), "invalid_token", "{r}");
         return;
     }
-    subscribed(&mut ws, 2, "me:alice/inbox").await;
+    // Tether's choice: a user id containing '/' owns no personal channel.
+    let r = subscribe(&mut ws, 2, "me:alice/inbox").await;
+    assert_eq!(error_code(&r), "personal_channel", "{r}");
     let mut alice = connected(&server, &sign(&jwt, "HS256", &claims("alice", now, 600)), "alice").await;
-    let r = subscribe(&mut alice, 2, "me:alice/inbox").await;
-    assert_eq!(
-        r["error"]["code"], "personal_channel",
-        "alice reads user 'alice/inbox''s personal channel: {r}"
-    );
+    subscribed(&mut alice, 2, "me:alice/inbox").await;
+    let mut ws2 = common::ws(&server, "/ws").await;
+    connect(&mut ws2, 1, &other).await;
+    let r = subscribe(&mut ws2, 2, "me:alice");
+    let r = r.await;
+    assert_eq!(r["error"]["code"], "personal_channel", "user 'alice/inbox' reads alice's channel: {r}");
 }

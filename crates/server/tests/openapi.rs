@@ -1183,7 +1183,9 @@ async fn sse_credentials(spec: &mut Spec, server: &RunningServer, clock: &Clock)
     let mut text = String::new();
     read_sse(&mut body, &mut text, |t| t.contains("event: disconnect\n") && t.ends_with("\n\n")).await;
     assert!(
-        text.ends_with("event: disconnect\ndata: {\"code\":4003,\"reason\":\"session revoked\"}\n\n"),
+        text.ends_with(
+            "event: disconnect\ndata: {\"code\":4003,\"reason\":\"credentials expired or revoked\"}\n\n"
+        ),
         "{text:?}"
     );
 }
@@ -1236,7 +1238,7 @@ async fn accounts_disabled(spec: &mut Spec) {
     for (route, body) in SESSION_ROUTES {
         expect(spec, &server, route, Some(FAKE_SESSION), body, (403, "accounts_disabled")).await;
     }
-    expect(spec, &server, ME, Some(FAKE_SESSION), "", (401, "invalid_token")).await;
+    expect(spec, &server, ME, Some(FAKE_SESSION), "", (403, "accounts_disabled")).await;
     let r = send(&server, "GET", "/sse?channel=news", &[], "").await;
     assert_eq!((r.status, r.code().as_str()), (401, "unauthenticated"));
     spec.check("/sse", "get", &r);

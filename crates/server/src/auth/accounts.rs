@@ -149,6 +149,7 @@ impl Auth {
     /// Verifies a session token. An expired persistent session within the "remember me"
     /// window is renewed when `renew` is set: the new token is in [`Verified::renewed`].
     pub async fn verify_session(&self, credential: &str, renew: bool) -> Result<Verified, ProtoError> {
+        self.accounts_enabled()?;
         let hash = token::hash(credential);
         let Some(s) = self.store.session_by_token(&hash).await.map_err(internal)? else {
             return Err(ProtoError::new(ErrorCode::InvalidToken, "unknown or revoked session token"));
@@ -158,29 +159,49 @@ impl Auth {
             return Ok(Verified { principal: Self::session_principal(&s, hash), renewed: None });
         }
         if s.persistent && renew && now < s.expires_ms.saturating_add(self.remember_ms()) {
-            let issued = self.rotate(&s, &hash).await?;
+            let issued = self.rotate(&s, &hash, None).await?;
             return Ok(Verified { principal: issued.principal.clone(), renewed: Some(issued) });
         }
         // Kept until housekeeping purges it, so presenting it again still says "expired".
         Err(ProtoError::new(ErrorCode::TokenExpired, "Logged out: the session has expired; log in again."))
     }
 
-    /// Replaces a session's token (compare-and-swap on the old digest).
-    async fn rotate(&self, s: &Session, old: &tether_store::TokenHash) -> Result<Issued, ProtoError> {
+    /// Replaces a session's token (compare-and-swap on the old digest) and tells the other
+    /// connections holding the session (all but `except`).
+    async fn rotate(
+        &self,
+        s: &Session,
+        old: &tether_store::TokenHash,
+        except: Option<ConnId>,
+    ) -> Result<Issued, ProtoError> {
+        self.try_rotate(s, old, except)
+            .await?
+            .ok_or_else(|| ProtoError::new(ErrorCode::InvalidToken, "the session token was already replaced"))
+    }
+
+    /// [`Auth::rotate`], with `None` when another rotation won the race.
+    async fn try_rotate(
+        &self,
+        s: &Session,
+        old: &tether_store::TokenHash,
+        except: Option<ConnId>,
+    ) -> Result<Option<Issued>, ProtoError> {
         let token = token::new_session_token();
         let new_hash = token::hash(&token);
         let expires_ms = self.now_ms().saturating_add(self.ttl_ms());
         if !self.store.rotate_session(s.id, old, &new_hash, expires_ms).await.map_err(internal)? {
-            return Err(ProtoError::new(ErrorCode::InvalidToken, "the session token was already replaced"));
+            return Ok(None);
         }
         let s = Session { expires_ms, ..s.clone() };
-        Ok(Issued {
+        let issued = Issued {
             user: s.user_name.clone(),
             token,
             expires_ms,
             persistent: s.persistent,
             principal: Self::session_principal(&s, new_hash),
-        })
+        };
+        self.live.rotated(s.id, &Arc::new(issued.clone()), except);
+        Ok(Some(issued))
     }
 
     /// Refreshes a session by its token (HTTP): a new token replaces the old one. Works
@@ -191,11 +212,16 @@ impl Auth {
         if let Some(issued) = v.renewed {
             return Ok(issued);
         }
-        self.refresh_principal(&v.principal).await
+        self.refresh_principal(&v.principal, None).await
     }
 
-    /// Refreshes the session a connection holds.
-    pub async fn refresh_principal(&self, p: &Principal) -> Result<Issued, ProtoError> {
+    /// Refreshes the session a connection (`conn`) holds.
+    pub async fn refresh_principal(&self, p: &Principal, conn: Option<ConnId>) -> Result<Issued, ProtoError> {
+        let (s, token_hash) = Self::session_of_principal(p)?;
+        self.rotate(&s, &token_hash, conn).await
+    }
+
+    fn session_of_principal(p: &Principal) -> Result<(Session, tether_store::TokenHash), ProtoError> {
         let PrincipalKind::Session { id, user_id, persistent, token_hash } = p.kind else {
             return Err(ProtoError::new(ErrorCode::Unauthenticated, "not logged in with a session"));
         };
@@ -207,17 +233,20 @@ impl Auth {
             created_ms: 0,
             expires_ms: p.expires_ms.unwrap_or(0),
         };
-        self.rotate(&s, &token_hash).await
+        Ok((s, token_hash))
     }
 
     /// A connection's session expired while open. Persistent: renewed (the caller pushes
-    /// the new token). Otherwise: `token_expired`.
-    pub async fn renew_expired(&self, p: &Principal) -> Result<Issued, ProtoError> {
+    /// the new token), or `Ok(None)` when another connection holding the same session
+    /// renewed it first (its new token reaches this connection as a `Rotated` event).
+    /// Otherwise: `token_expired`.
+    pub async fn renew_expired(&self, p: &Principal, conn: ConnId) -> Result<Option<Issued>, ProtoError> {
         let PrincipalKind::Session { persistent, .. } = p.kind else {
             return Err(ProtoError::new(ErrorCode::Unauthenticated, "not a session"));
         };
         if persistent {
-            return self.refresh_principal(p).await;
+            let (s, old) = Self::session_of_principal(p)?;
+            return self.try_rotate(&s, &old, Some(conn)).await;
         }
         Err(ProtoError::new(ErrorCode::TokenExpired, "Logged out: the session has expired; log in again."))
     }
@@ -244,6 +273,13 @@ impl Auth {
         password: &str,
     ) -> Result<tether_store::User, ProtoError> {
         let user = self.store.user_by_id(user_id).await.map_err(internal)?;
+        // A stolen session token must not become an unlimited password-guessing oracle:
+        // these checks share the login budget of the user name.
+        if let Some(u) = &user
+            && !self.limits.lock().login_user.try_take(&u.name.to_lowercase(), self.now_u64())
+        {
+            return Err(rate_limited());
+        }
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         if !self.hasher.verify(password.to_owned(), hash).await {
             return Err(invalid_credentials());

@@ -52,30 +52,31 @@ impl ApiKeys {
         self.configured.len()
     }
 
-    /// The scope of `key`, or `None` if it is not a valid key.
-    pub async fn check(&self, store: &dyn Store, key: &str) -> Option<Scope> {
+    /// The scope of `key`, `Ok(None)` if it is not a valid key, `Err` if the store could
+    /// not be asked (an outage must not look like a bad key).
+    pub async fn check(
+        &self,
+        store: &dyn Store,
+        key: &str,
+    ) -> Result<Option<Scope>, tether_store::StoreError> {
         let digest = token::hash(key);
         if let Some(s) = self.configured.get(&digest) {
-            return Some(s.clone());
+            return Ok(Some(s.clone()));
         }
         if !key.starts_with(token::API_KEY_PREFIX) {
-            return None;
+            return Ok(None);
         }
-        match store.api_key_by_hash(&digest).await {
-            Ok(Some(k)) if k.channels.is_empty() => Some(Scope::All),
-            Ok(Some(k)) => {
+        Ok(store.api_key_by_hash(&digest).await?.map(|k| {
+            if k.channels.is_empty() {
+                Scope::All
+            } else {
                 // Patterns were validated when the key was created; one that no longer
                 // parses is dropped (fail closed), never widened.
                 let p: Vec<ChannelPattern> =
                     k.channels.iter().filter_map(|c| ChannelPattern::parse(c).ok()).collect();
-                Some(Scope::Channels(p.into()))
+                Scope::Channels(p.into())
             }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(error = %e, "API key lookup failed");
-                None
-            }
-        }
+        }))
     }
 }
 

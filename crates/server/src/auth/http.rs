@@ -125,7 +125,8 @@ pub async fn register(
         email: b.email.as_deref(),
         persistent: b.persistent,
     };
-    let issued = state.auth.register(peer.ip(), c).await.map_err(|e| fail(&state, e))?;
+    let ip = state.auth.proxy.client_ip(peer.ip(), &parts.headers);
+    let issued = state.auth.register(ip, c).await.map_err(|e| fail(&state, e))?;
     Ok(json(StatusCode::CREATED, session_json(&issued)))
 }
 
@@ -139,7 +140,8 @@ pub async fn login(
     let bytes = read_json_body(&state, &parts.headers, body).await?;
     let b: LoginBody = parse(&state, &bytes)?;
     let c = Credentials { name: &b.name, password: &b.password, email: None, persistent: b.persistent };
-    let issued = state.auth.login(peer.ip(), c).await.map_err(|e| fail(&state, e))?;
+    let ip = state.auth.proxy.client_ip(peer.ip(), &parts.headers);
+    let issued = state.auth.login(ip, c).await.map_err(|e| fail(&state, e))?;
     Ok(json(StatusCode::OK, session_json(&issued)))
 }
 

@@ -33,8 +33,18 @@ impl Revoked {
     }
 }
 
-/// Called (on the revoking task) to tell one connection; it must not block.
-pub type Notify = Arc<dyn Fn(Revoked) + Send + Sync>;
+/// What happened to a live session.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    /// It ended; the connection loses its rights.
+    Revoked(Revoked),
+    /// Its token was replaced (refresh or renewal on another connection): every
+    /// connection holding it takes the new token and expiry.
+    Rotated(Arc<super::Issued>),
+}
+
+/// Called (on the notifying task) to tell one connection; it must not block.
+pub type Notify = Arc<dyn Fn(LiveEvent) + Send + Sync>;
 
 /// The registry.
 #[derive(Default)]
@@ -85,7 +95,22 @@ impl LiveSessions {
         // Notified outside the lock: a notifier only queues an event, but it must never be
         // able to deadlock against register/unregister.
         for n in &told {
-            n(why);
+            n(LiveEvent::Revoked(why));
+        }
+        told.len()
+    }
+
+    /// Tells every connection holding `session`, except `except`, that its token was
+    /// replaced. Returns how many were told.
+    pub fn rotated(&self, session: SessionId, issued: &Arc<super::Issued>, except: Option<ConnId>) -> usize {
+        let told: Vec<Notify> = self
+            .map
+            .lock()
+            .get(&session)
+            .map(|v| v.iter().filter(|(c, _)| Some(*c) != except).map(|(_, n)| Arc::clone(n)).collect())
+            .unwrap_or_default();
+        for n in &told {
+            n(LiveEvent::Rotated(Arc::clone(issued)));
         }
         told.len()
     }
@@ -108,7 +133,7 @@ mod tests {
         let hits = Arc::new(AtomicUsize::new(0));
         let n = |h: &Arc<AtomicUsize>| -> Notify {
             let h = Arc::clone(h);
-            Arc::new(move |_| {
+            Arc::new(move |_: LiveEvent| {
                 h.fetch_add(1, Ordering::SeqCst);
             })
         };

@@ -245,15 +245,12 @@ impl Auth {
         self.cfg.jwt.as_ref().map_or(30_000, |j| j.refresh_grace_ms)
     }
 
-    /// Verifies a credential of any kind.
+    /// Verifies a credential of any kind: a session token (by its `tts_` prefix), then a
+    /// static token (by digest, so a static token shaped like a JWT still works), then a
+    /// JWT.
     pub async fn verify(&self, credential: &str) -> Result<Verified, ProtoError> {
         if token::is_session_token(credential) {
             return self.verify_session(credential, true).await;
-        }
-        if token::is_jwt(credential)
-            && let Some(j) = &self.jwt
-        {
-            return self.verify_jwt(j, credential).map(|principal| Verified { principal, renewed: None });
         }
         // Looking up the SHA-256 digest leaks nothing useful through timing: an attacker
         // cannot steer which digest bytes match.
@@ -269,7 +266,24 @@ impl Auth {
                 renewed: None,
             });
         }
+        if token::is_jwt(credential)
+            && let Some(j) = &self.jwt
+        {
+            return self.verify_jwt(j, credential).map(|principal| Verified { principal, renewed: None });
+        }
         Err(ProtoError::new(ErrorCode::InvalidToken, "unknown or invalid token"))
+    }
+
+    /// When a principal's credential really stops being accepted (Unix ms): a JWT is
+    /// accepted `leeway_s` past its `exp`, so a refresh is asked for only then.
+    pub fn effective_expiry(&self, p: &Principal) -> Option<i64> {
+        let leeway_ms = match (&p.kind, &self.cfg.jwt) {
+            (PrincipalKind::Jwt, Some(j)) => {
+                i64::try_from(j.leeway_s.saturating_mul(1000)).unwrap_or(i64::MAX)
+            }
+            _ => 0,
+        };
+        p.expires_ms.map(|e| e.saturating_add(leeway_ms))
     }
 
     /// Verifies a JWT (for `connect` and `refresh`).

@@ -60,7 +60,9 @@ pub struct TokenFile {
 #[derive(Debug)]
 struct Cached {
     stamp: Stamp,
-    tokens: Arc<HashSet<String>>,
+    /// SHA-256 digests of the tokens: a lookup by digest reveals nothing about the token
+    /// through timing (a plain string set would compare candidate bytes).
+    tokens: Arc<HashSet<tether_store::TokenHash>>,
     /// False while the file's last change is too recent: a rewrite of the same size
     /// within one timestamp tick would leave the stamp unchanged.
     settled: bool,
@@ -147,13 +149,13 @@ impl TokenFile {
             Some(t) => t,
             None => {
                 let Ok(text) = std::fs::read_to_string(&self.path) else { return false };
-                let t = Arc::new(parse_tokens(&text));
+                let t = Arc::new(parse_tokens(&text).iter().map(|t| crate::auth::token::hash(t)).collect());
                 let settled = stamp.settled_at(now);
                 *self.cache.lock() = Some(Cached { stamp, tokens: Arc::clone(&t), settled });
                 t
             }
         };
-        tokens.contains(token)
+        tokens.contains(&crate::auth::token::hash(token))
     }
 }
 

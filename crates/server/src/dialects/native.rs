@@ -24,7 +24,7 @@ use tokio::task::AbortHandle;
 
 use crate::auth::accounts::Credentials;
 use crate::auth::http::session_json;
-use crate::auth::live::Revoked;
+use crate::auth::live::{LiveEvent, Revoked};
 use crate::auth::{Issued, Principal, PrincipalKind, Verified};
 use crate::conn::{Dialect, Flow, Heartbeat, Mailbox, close};
 use crate::metrics::Transport;
@@ -49,8 +49,9 @@ pub async fn handler(
 ) -> Response {
     let cfg = super::loop_config(&state);
     let header_identity = state.auth.proxy.identity(peer.ip(), &headers);
+    let client_ip = state.auth.proxy.client_ip(peer.ip(), &headers);
     super::accept(state, ws, peer, Transport::Native, cfg, move |state, outbox, mailbox| {
-        Session::new(state, outbox, mailbox, peer.ip(), header_identity)
+        Session::new(state, outbox, mailbox, client_ip, header_identity)
     })
 }
 
@@ -83,12 +84,12 @@ pub enum Event {
         /// Its result.
         outcome: Result<Outcome, ProtoError>,
     },
-    /// The connection's login session was revoked elsewhere.
-    Revoked(Revoked),
+    /// The connection's login session was revoked or rotated elsewhere.
+    Live(LiveEvent),
     /// The credential's expiry time has come (generation of the timer).
     Expired(u64),
-    /// The renewal of an expired session finished.
-    Renewed(u64, Result<Issued, ProtoError>),
+    /// The renewal of an expired session finished (`None`: another connection renewed it).
+    Renewed(u64, Result<Option<Issued>, ProtoError>),
     /// A JWT connection did not refresh in time.
     RefreshDeadline(u64),
 }
@@ -300,8 +301,8 @@ impl Session {
             self.state.auth.live.register(
                 sid,
                 self.id,
-                Arc::new(move |why| {
-                    let _ = mb.send(Event::Revoked(why));
+                Arc::new(move |ev| {
+                    let _ = mb.send(Event::Live(ev));
                 }),
             );
         }
@@ -332,7 +333,7 @@ impl Session {
             }
         }
         self.refresh_pending = false;
-        self.arm_timer(new.expires_ms);
+        self.arm_timer(self.state.auth.effective_expiry(&new));
         self.principal = Some(new);
     }
 
@@ -465,6 +466,10 @@ impl Session {
     }
 }
 
+fn session_push(issued: &Issued) -> Message {
+    Message::Text(format!(r#"{{"push":"session","session":{}}}"#, session_json(issued)).into())
+}
+
 fn unsubscribed(channel: &ChannelName, e: &ProtoError) -> Message {
     let mut s = String::from(r#"{"push":"unsubscribed","channel":""#);
     s.push_str(channel.as_str());
@@ -508,7 +513,7 @@ async fn run_account_op(
         Request::Login(a) => auth.login(peer, creds(&a, false)).await.map(Outcome::LoggedIn),
         Request::Refresh { .. } => {
             let p = principal.ok_or_else(not_connected)?;
-            auth.refresh_principal(&p).await.map(Outcome::Refreshed)
+            auth.refresh_principal(&p, Some(conn)).await.map(Outcome::Refreshed)
         }
         Request::Logout => {
             let p = principal.ok_or_else(not_connected)?;
@@ -586,20 +591,32 @@ impl Dialect for Session {
                 }
                 Flow::Continue
             }
-            Event::Revoked(why) => {
+            Event::Live(LiveEvent::Revoked(why)) => {
                 // The registry already forgot this connection; don't unregister twice.
                 if let Some(p) = self.principal.as_mut() {
                     p.kind = PrincipalKind::Anonymous;
                 }
                 self.demote(why, out)
             }
+            Event::Live(LiveEvent::Rotated(issued)) => {
+                // Another connection on the same session refreshed it: adopt the new token so
+                // this one keeps working (and can renew it later), and tell the client.
+                let same =
+                    self.principal.as_ref().and_then(Principal::session_id) == issued.principal.session_id();
+                if same {
+                    out.push(session_push(&issued));
+                    self.set_principal(issued.principal.clone(), out);
+                }
+                Flow::Continue
+            }
             Event::Expired(generation) if generation == self.timer_gen => {
                 let Some(p) = self.principal.clone() else { return Flow::Continue };
                 match p.kind {
                     PrincipalKind::Session { .. } => {
                         let (state, mb) = (Arc::clone(&self.state), self.mailbox.clone());
+                        let conn = self.id;
                         tokio::spawn(async move {
-                            let r = state.auth.renew_expired(&p).await;
+                            let r = state.auth.renew_expired(&p, conn).await;
                             let _ = mb.send(Event::Renewed(generation, r));
                         });
                     }
@@ -625,13 +642,13 @@ impl Dialect for Session {
                 Flow::Continue
             }
             Event::Renewed(generation, r) if generation == self.timer_gen => match r {
-                Ok(issued) => {
-                    out.push(Message::Text(
-                        format!(r#"{{"push":"session","session":{}}}"#, session_json(&issued)).into(),
-                    ));
+                Ok(Some(issued)) => {
+                    out.push(session_push(&issued));
                     self.set_principal(issued.principal, out);
                     Flow::Continue
                 }
+                // Another connection renewed first; its `Rotated` event carries the token.
+                Ok(None) => Flow::Continue,
                 Err(_) => {
                     if let Some(sid) = self.principal.as_ref().and_then(Principal::session_id) {
                         self.state.auth.live.unregister(sid, self.id);
