@@ -580,14 +580,11 @@ async fn no_secret_reaches_the_log_at_trace_level() {
 
     let port = free_port();
     let log_path = dir.join("server.log");
-    // Tether's own crates at trace, everything else at debug. At trace, `tungstenite` and
-    // `tokio_tungstenite` log every WebSocket message in full ("Received message {…}",
-    // "Sending frame …", hex payload dumps): socket `login`/`register` passwords, `connect`
-    // tokens and the session tokens in replies. That is the library's behaviour, outside
-    // tether's code, so those targets must not run at trace in production. (hyper logs
-    // nothing at trace here: its `tracing` feature is off.)
-    let level =
-        "debug,tether=trace,tether_server=trace,tether_store=trace,tether_engine=trace,tether_proto=trace";
+    // Everything at trace. The WebSocket library would log every frame in full at trace
+    // (socket passwords, `connect` tokens, session tokens in replies); the server caps its
+    // targets at debug unless the filter names them (`config::effective_log_filter`), so
+    // plain `trace` must be safe. Regression test for that leak.
+    let level = "trace";
     let mut child = Guard(
         tether_cmd()
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-level", level])

@@ -129,8 +129,10 @@ impl Auth {
             let mut l = self.limits.lock();
             // Per address and per name: one address trying many names and many addresses
             // spraying one name are both slowed.
-            // The name's budget is only spent by attempts the address was allowed to make,
-            // so one noisy address cannot lock a user out for everyone else.
+            // The name's budget is only spent by attempts the address was allowed to make.
+            // A per-name limit does let whoever exhausts it delay that user's logins for a
+            // while (the price of stopping guesses spread over many addresses); the per-name
+            // budget refills continuously, so the delay is bounded.
             if !l.login_ip.try_take(&ip, now) || !l.login_user.try_take(&c.name.to_lowercase(), now) {
                 return Err(rate_limited());
             }

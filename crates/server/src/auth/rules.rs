@@ -168,4 +168,53 @@ mod tests {
         assert_eq!(r.email(None).unwrap(), None);
         assert_eq!(r.email(Some("")).unwrap(), None);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Any name of allowed characters within the length bounds is accepted.
+            #[test]
+            fn names_in_the_grammar_are_accepted(name in "[a-zA-Z0-9!@#$%^&*]{3,32}") {
+                prop_assert!(rules().username(&name).is_ok());
+            }
+
+            /// A name with any character outside the grammar is refused with the pattern
+            /// message, whatever else it contains.
+            #[test]
+            fn names_outside_the_grammar_are_refused(
+                pre in "[a-zA-Z0-9!@#$%^&*]{1,15}",
+                bad in "[^a-zA-Z0-9!@#$%^&*]",
+                post in "[a-zA-Z0-9!@#$%^&*]{1,15}",
+            ) {
+                let name = format!("{pre}{bad}{post}");
+                let e = rules().username(&name).unwrap_err();
+                prop_assert_eq!(e.code, ErrorCode::InvalidUsername);
+            }
+
+            /// The password rule is exactly: allowed characters, 6-60 long, at least one
+            /// letter, digit and special character.
+            #[test]
+            fn password_rule_matches_its_definition(pw in "[a-zA-Z0-9!@#$%^&* ~]{0,64}") {
+                let n = pw.chars().count();
+                let expected = (6..=60).contains(&n)
+                    && pw.chars().all(|c| c.is_ascii_alphanumeric() || SPECIALS.contains(c))
+                    && pw.chars().any(|c| c.is_ascii_alphabetic())
+                    && pw.chars().any(|c| c.is_ascii_digit())
+                    && pw.chars().any(|c| SPECIALS.contains(c));
+                prop_assert_eq!(rules().password(&pw).is_ok(), expected, "{:?}", pw);
+            }
+
+            /// The email check never panics and only accepts one `@` with a dotted domain.
+            #[test]
+            fn email_check_is_total(e in "\\PC{0,80}") {
+                if is_email(&e) {
+                    prop_assert_eq!(e.matches('@').count(), 1);
+                    prop_assert!(e.rsplit_once('@').is_some_and(|(_, d)| d.contains('.')));
+                }
+            }
+        }
+    }
 }
