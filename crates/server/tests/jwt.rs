@@ -884,3 +884,23 @@ async fn personal_channels_of_different_users_do_not_overlap() {
     let r = r.await;
     assert_eq!(r["error"]["code"], "personal_channel", "user 'alice/inbox' reads alice's channel: {r}");
 }
+
+#[tokio::test]
+async fn the_info_claim_is_returned_verbatim() {
+    let jwt = hs_config();
+    let (server, clock) = start_clocked(server_config(jwt.clone())).await;
+    let now = clock.now_s();
+    let info = json!({"name":"Alice","roles":["admin"],"n":1.5});
+    let token = sign(&jwt, "HS256", &MintClaims { info: Some(info.clone()), ..claims("alice", now, 600) });
+    let mut ws = common::ws(&server, "/ws").await;
+    let r = connect(&mut ws, 1, &token).await;
+    assert_eq!(r["result"]["info"], info, "{r}");
+    let a = format!("Bearer {token}");
+    let (s, body) = http(&server, "GET", "/auth/me", &[("authorization", &a)], "").await;
+    assert_eq!(s, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["info"], info);
+    // Without the claim, no `info` field.
+    let plain = sign(&jwt, "HS256", &claims("bob", now, 600));
+    let mut ws = common::ws(&server, "/ws").await;
+    assert!(connect(&mut ws, 1, &plain).await["result"].get("info").is_none());
+}

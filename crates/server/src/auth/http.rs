@@ -73,7 +73,7 @@ pub fn session_json(i: &Issued) -> String {
     s
 }
 
-/// The JSON describing a principal: `{"user","device","zone","kind","expires_at"}`.
+/// The JSON describing a principal: `{"user","device","zone","kind","expires_at"?,"info"?}`.
 pub fn principal_json(p: &Principal) -> String {
     let mut s = String::with_capacity(96);
     let id = &p.identity;
@@ -93,6 +93,10 @@ pub fn principal_json(p: &Principal) -> String {
     s.push('"');
     if let Some(e) = p.expires_ms {
         s.push_str(&format!(r#","expires_at":{e}"#));
+    }
+    if let Some(info) = &p.info {
+        s.push_str(r#","info":"#);
+        s.push_str(info);
     }
     s.push('}');
     s

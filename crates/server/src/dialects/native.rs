@@ -185,6 +185,11 @@ impl Session {
             Some(u) => push_json_string(&mut s, u),
             None => s.push_str("null"),
         }
+        if let Some(info) = self.principal.as_ref().and_then(|p| p.info.as_deref()) {
+            // The JWT `info` claim, as the application's backend wrote it (validated JSON).
+            s.push_str(r#","info":"#);
+            s.push_str(info);
+        }
         if let Some(i) = session {
             s.push_str(r#","session":"#);
             s.push_str(&session_json(i));
