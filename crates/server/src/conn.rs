@@ -19,7 +19,6 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tether_engine::TokenBucket;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +74,76 @@ pub enum Heartbeat {
 
 /// Sends events into a connection's loop from other tasks (e.g. the result of a password
 /// check done off the runtime, or a revocation of the connection's session).
-pub type Mailbox<E> = mpsc::UnboundedSender<E>;
+///
+/// Not a tokio channel: those allocate their first block of 32 slots up front, which for
+/// the native session's events would add kilobytes to every idle connection. This is an
+/// `Arc` with an empty queue until an event actually arrives.
+pub struct Mailbox<E> {
+    inner: Arc<MailboxInner<E>>,
+}
+
+struct MailboxInner<E> {
+    queue: parking_lot::Mutex<VecDeque<E>>,
+    notify: tokio::sync::Notify,
+    /// Set when the connection is over: later events are dropped.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl<E> Clone for Mailbox<E> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl<E> std::fmt::Debug for Mailbox<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox").field("queued", &self.inner.queue.lock().len()).finish()
+    }
+}
+
+impl<E> Default for Mailbox<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> Mailbox<E> {
+    /// An empty mailbox.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(MailboxInner {
+                queue: parking_lot::Mutex::new(VecDeque::new()),
+                notify: tokio::sync::Notify::new(),
+                closed: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Queues an event for the connection's loop (dropped if the connection is over).
+    pub fn send(&self, event: E) {
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        self.inner.queue.lock().push_back(event);
+        // `notify_one` stores a permit when the loop is not waiting, so no wake-up is lost.
+        self.inner.notify.notify_one();
+    }
+
+    /// The next event.
+    pub async fn recv(&self) -> E {
+        loop {
+            if let Some(e) = self.inner.queue.lock().pop_front() {
+                return e;
+            }
+            self.inner.notify.notified().await;
+        }
+    }
+
+    fn close(&self) {
+        self.inner.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.inner.queue.lock().clear();
+    }
+}
 
 /// A protocol spoken over the connection loop.
 pub trait Dialect: Send {
@@ -185,7 +253,7 @@ pub async fn run<S, D>(
     mut socket: S,
     mut dialect: D,
     outbox: Arc<Outbox>,
-    mut events: mpsc::UnboundedReceiver<D::Event>,
+    events: Mailbox<D::Event>,
     cfg: LoopConfig,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
@@ -209,6 +277,10 @@ pub async fn run<S, D>(
     tokio::pin!(cancelled);
     let timer = tokio::time::sleep_until(next_ping);
     tokio::pin!(timer);
+    // Kept across iterations too: its waiter stays registered instead of being re-added
+    // for every frame; replaced only after it yields an event.
+    let next_event = events.recv();
+    tokio::pin!(next_event);
 
     let exit = loop {
         let (idle, mut idle_code) = dialect.idle_timeout();
@@ -302,7 +374,8 @@ pub async fn run<S, D>(
                     break Exit::Close(code, reason);
                 }
             }
-            Some(event) = events.recv() => {
+            event = &mut next_event => {
+                next_event.set(events.recv());
                 let flow = dialect.on_event(event, &mut out);
                 if !out.is_empty() {
                     let w = tokio::time::timeout(cfg.write_timeout, write_replies(&mut socket, &mut out, &metrics));
@@ -341,6 +414,7 @@ pub async fn run<S, D>(
     };
 
     outbox.close();
+    events.close();
     dialect.on_close();
     if let Exit::Close(code, reason) = exit {
         match code {
@@ -454,12 +528,12 @@ mod tests {
         let outbox = Arc::new(Outbox::new(queue));
         let shutdown = CancellationToken::new();
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (events, events_rx) = mpsc::unbounded_channel();
+        let events = Mailbox::new();
         let task = tokio::spawn(run(
             FakeSocket { inbound, outbound },
             TestDialect { closed: Arc::clone(&closed) },
             Arc::clone(&outbox),
-            events_rx,
+            events.clone(),
             cfg,
             shutdown.clone(),
             Arc::new(Metrics::new()),
@@ -512,9 +586,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn mailbox_events_reach_the_dialect_and_may_close() {
         let mut h = harness(LoopConfig { ping_interval: Duration::from_secs(60), ..cfg() }, 8);
-        h.events.send("from another task").unwrap();
+        h.events.send("from another task");
         assert_eq!(text(&h.from_loop.recv().await.unwrap()), "from another task");
-        h.events.send("close").unwrap();
+        h.events.send("close");
         assert_eq!(close_code(&h.from_loop.recv().await.unwrap()), 4999);
         drop(h.to_loop);
         h.task.await.unwrap();

@@ -87,8 +87,8 @@ where
                 let _slot = slot;
                 let _gauge = state.metrics.connection_opened(transport);
                 let outbox = state.new_outbox();
-                let (mailbox, events) = tokio::sync::mpsc::unbounded_channel();
-                let dialect = make(Arc::clone(&state), Arc::clone(&outbox), mailbox);
+                let events = Mailbox::new();
+                let dialect = make(Arc::clone(&state), Arc::clone(&outbox), events.clone());
                 let (shutdown, metrics) = (state.shutdown.clone(), Arc::clone(&state.metrics));
                 drop(state);
                 conn::run(socket, dialect, outbox, events, cfg, shutdown, metrics).await;

@@ -242,7 +242,7 @@ impl Session {
         let (peer, conn, mailbox) = (self.peer, self.id, self.mailbox.clone());
         tokio::spawn(async move {
             let outcome = run_account_op(&state, principal, peer, conn, request).await;
-            let _ = mailbox.send(Event::Done { id, outcome });
+            mailbox.send(Event::Done { id, outcome });
         });
     }
 
@@ -307,7 +307,7 @@ impl Session {
                 sid,
                 self.id,
                 Arc::new(move |ev| {
-                    let _ = mb.send(Event::Live(ev));
+                    mb.send(Event::Live(ev));
                 }),
             );
         }
@@ -351,7 +351,7 @@ impl Session {
         let (clock, mb, generation) = (self.state.auth.clock().clone(), self.mailbox.clone(), self.timer_gen);
         let task = tokio::spawn(async move {
             clock.sleep_until(at).await;
-            let _ = mb.send(Event::Expired(generation));
+            mb.send(Event::Expired(generation));
         });
         self.timer = Some(task.abort_handle());
     }
@@ -622,7 +622,7 @@ impl Dialect for Session {
                         let conn = self.id;
                         tokio::spawn(async move {
                             let r = state.auth.renew_expired(&p, conn).await;
-                            let _ = mb.send(Event::Renewed(generation, r));
+                            mb.send(Event::Renewed(generation, r));
                         });
                     }
                     _ => {
@@ -639,7 +639,7 @@ impl Dialect for Session {
                         let (clock, mb) = (self.state.auth.clock().clone(), self.mailbox.clone());
                         let task = tokio::spawn(async move {
                             clock.sleep_until(at).await;
-                            let _ = mb.send(Event::RefreshDeadline(generation));
+                            mb.send(Event::RefreshDeadline(generation));
                         });
                         self.timer = Some(task.abort_handle());
                     }
