@@ -533,11 +533,19 @@ pub struct TestingConfig {
 /// log; so its targets are capped at `debug` unless the filter names them explicitly (a
 /// deliberate choice for debugging, never for production).
 pub fn effective_log_filter(level: &str) -> String {
-    if level.contains("tungstenite") {
-        level.to_owned()
-    } else {
-        format!("{level},tungstenite=debug,tokio_tungstenite=debug")
+    let names = |target: &str| {
+        level.split(',').any(|d| {
+            let t = d.trim().split(['=', '[']).next().unwrap_or("");
+            t == target || t.starts_with(&format!("{target}::"))
+        })
+    };
+    let mut out = level.to_owned();
+    for target in ["tungstenite", "tokio_tungstenite"] {
+        if !names(target) {
+            out.push_str(&format!(",{target}=debug"));
+        }
     }
+    out
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -664,7 +672,15 @@ mod tests {
         let f = effective_log_filter("trace");
         assert_eq!(f, "trace,tungstenite=debug,tokio_tungstenite=debug");
         assert!(tracing_subscriber::EnvFilter::try_new(&f).is_ok());
-        assert_eq!(effective_log_filter("info,tungstenite=trace"), "info,tungstenite=trace");
+        assert_eq!(
+            effective_log_filter("info,tungstenite=trace"),
+            "info,tungstenite=trace,tokio_tungstenite=debug"
+        );
+        // Regression: naming one target used to lift the cap of both.
+        assert_eq!(
+            effective_log_filter("trace,tokio_tungstenite=info"),
+            "trace,tokio_tungstenite=info,tungstenite=debug"
+        );
     }
 
     #[test]
