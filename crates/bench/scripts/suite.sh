@@ -20,6 +20,15 @@ run() {
   sleep 2
 }
 
+# Scenarios that need no server (in-process).
+run_local() {
+  local name=$1; shift
+  [[ -n "$ONLY" && "$name" != "$ONLY"* ]] && return 0
+  echo "### $name: uptime $(uptime | sed 's/.*load/load/')" >&2
+  "$B" "$@" --json --quiet | sed "s/^{/{\"run\":\"$name\",/" >> "$OUT"
+  sleep 2
+}
+
 run fanout-10k-rate100      fanout --subscribers 10000 --rate 100 --duration 15
 run fanout-10k-flat16       fanout --subscribers 10000 --flat-out --window 16 --duration 15
 run fanout-10k-rate5        fanout --subscribers 10000 --rate 5 --duration 15
@@ -35,3 +44,14 @@ run http-c64                http --requests 300000 --concurrency 64
 # 18,000: each process may hold at most 20,000 open files on the benchmark machine.
 run idle-18k-shared         idle --connections 18000 --source-ips 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4 --hold 35
 run idle-18k-own            idle --connections 18000 --channel-per-connection --source-ips 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4 --hold 35
+# Auth (docs/benchmarks.md § Auth).
+run_local auth-verify       auth-verify
+run storm-jwt-c500          connect-storm --connections 10000 --connect-concurrency 500
+run storm-jwt-c1000         connect-storm --connections 10000 --connect-concurrency 1000
+run storm-jwt-c100          connect-storm --connections 10000 --connect-concurrency 100
+run storm-session-c500      connect-storm --token session --connections 10000 --connect-concurrency 500
+run storm-session-c1000     connect-storm --token session --connections 10000 --connect-concurrency 1000
+run storm-session-c100      connect-storm --token session --connections 10000 --connect-concurrency 100
+run login-c1                login --concurrency 1 --duration 20
+run login-c4                login --concurrency 4 --duration 20
+run login-c16               login --concurrency 16 --duration 20

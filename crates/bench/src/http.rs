@@ -1,5 +1,6 @@
-//! A minimal keep-alive HTTP/1.1 client for `POST /api/publish`: one request in flight
-//! per connection, buffers reused, only the status line and `content-length` parsed.
+//! A minimal keep-alive HTTP/1.1 client for `POST /api/publish` (and, for the `login`
+//! scenario, any JSON `POST`): one request in flight per connection, buffers reused, only
+//! the status line and `content-length` parsed.
 
 use std::net::SocketAddr;
 
@@ -11,6 +12,7 @@ use tokio::net::TcpStream;
 #[derive(Debug)]
 pub(crate) struct HttpConn {
     stream: TcpStream,
+    host: String,
     prefix: Vec<u8>,
     req: Vec<u8>,
     body: Vec<u8>,
@@ -30,6 +32,7 @@ impl HttpConn {
         .into_bytes();
         Ok(Self {
             stream,
+            host: host.to_owned(),
             prefix,
             req: Vec::with_capacity(512),
             body: Vec::new(),
@@ -61,6 +64,39 @@ impl HttpConn {
     }
 
     async fn read_response(&mut self) -> anyhow::Result<()> {
+        let (status, head_end, total) = self.read_reply().await?;
+        let result = if status == 200 {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("HTTP {status}: {}", String::from_utf8_lossy(&self.buf[head_end..total])))
+        };
+        self.consume(total);
+        result
+    }
+
+    /// `POST path` with a JSON body and no credentials; returns the status and the body.
+    pub(crate) async fn post_json(&mut self, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.req.clear();
+        self.req.extend_from_slice(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n",
+                self.host,
+                body.len()
+            )
+            .as_bytes(),
+        );
+        self.req.extend_from_slice(body);
+        self.stream.write_all(&self.req).await?;
+        let (status, head_end, total) = self.read_reply().await?;
+        let body = self.buf[head_end..total].to_vec();
+        self.consume(total);
+        Ok((status, body))
+    }
+
+    /// Reads one response; returns its status, where its body starts and where it ends
+    /// in `buf` (the caller then calls [`Self::consume`]).
+    async fn read_reply(&mut self) -> anyhow::Result<(u16, usize, usize)> {
         let head_end = loop {
             if let Some(i) = memchr::memmem::find(&self.buf[..self.end], b"\r\n\r\n") {
                 break i + 4;
@@ -87,15 +123,13 @@ impl HttpConn {
         while self.end < head_end + len {
             self.read_more().await?;
         }
-        let total = head_end + len;
-        let result = if status == 200 {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!("HTTP {status}: {}", String::from_utf8_lossy(&self.buf[head_end..total])))
-        };
+        Ok((status, head_end, head_end + len))
+    }
+
+    /// Drops the first `total` bytes of the read buffer (one handled response).
+    fn consume(&mut self, total: usize) {
         self.buf.copy_within(total..self.end, 0);
         self.end -= total;
-        result
     }
 
     async fn read_more(&mut self) -> anyhow::Result<()> {

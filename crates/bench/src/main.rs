@@ -6,10 +6,13 @@
 //! limited to one substring search, three integer parses, a bit set and a histogram
 //! record. Every run is bounded in time and only targets loopback addresses.
 
+mod auth;
 mod http;
 mod idle;
+mod login;
 mod pubsub;
 mod server;
+mod storm;
 mod track;
 mod ws;
 
@@ -95,6 +98,83 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Token verifications per second on one thread, in process: JWTs of several
+    /// algorithms and session tokens (no server, no sockets).
+    AuthVerify {
+        /// JWT algorithms to measure, comma-separated (exact JOSE names).
+        #[arg(long, value_delimiter = ',', default_value = "HS256,RS256,ES256,EdDSA")]
+        algorithms: Vec<String>,
+        /// Distinct JWTs per algorithm, cycled.
+        #[arg(long, default_value_t = 10_000)]
+        tokens: usize,
+        /// Users with one session each, written to a fresh SQLite store (0: skip).
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Seconds per timed round.
+        #[arg(long, default_value_t = 2.0)]
+        duration: f64,
+        /// Timed rounds per kind; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Also print one JSON line of results on stdout (the summary goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// No progress lines on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Many WebSocket connections at once, each sending `connect` with its own token.
+    ConnectStorm {
+        /// Connections (each holds a socket in the bench and in the server until the end).
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Credential each connection presents.
+        #[arg(long, value_enum, default_value_t = TokenKind::Jwt)]
+        token: TokenKind,
+        /// Distinct tokens, cycled over the connections (default: one per connection).
+        #[arg(long)]
+        distinct_tokens: Option<usize>,
+        /// Source addresses to bind, comma-separated, round-robin (loopback only).
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4")]
+        source_ips: Vec<IpAddr>,
+        /// Seconds one connection may take, once it has a slot, before it counts as an error.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// HS256 secret of the target server (a spawned server is configured with it).
+        #[arg(long, env = "TETHER_BENCH_HMAC_SECRET", default_value = auth::BENCH_HMAC_SECRET)]
+        hmac_secret: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// `POST /auth/login` throughput and latency for one registered user.
+    Login {
+        /// Connections, each with one login in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Seconds of logins.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Argon2id memory of the spawned server, KiB.
+        #[arg(long, default_value_t = 19_456)]
+        argon2_memory_kib: u32,
+        /// Argon2id passes of the spawned server.
+        #[arg(long, default_value_t = 2)]
+        argon2_iterations: u32,
+        /// Argon2id lanes of the spawned server.
+        #[arg(long, default_value_t = 1)]
+        argon2_parallelism: u32,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// What `connect-storm` connections present.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    /// HS256 JWTs minted by the bench.
+    Jwt,
+    /// Session tokens written into the spawned server's database before it starts.
+    Session,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -173,12 +253,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn common(cmd: &Command) -> &Common {
+/// The common options; `None` for the in-process `auth-verify`.
+fn common(cmd: &Command) -> Option<&Common> {
     match cmd {
         Command::Fanout { common, .. }
         | Command::Channels { common, .. }
         | Command::Idle { common, .. }
-        | Command::Http { common, .. } => common,
+        | Command::Http { common, .. }
+        | Command::ConnectStorm { common, .. }
+        | Command::Login { common, .. } => Some(common),
+        Command::AuthVerify { .. } => None,
     }
 }
 
@@ -188,10 +272,134 @@ fn loadavg() -> Option<String> {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
 
+/// Prints a report: the summary on stdout, or on stderr with one JSON line on stdout.
+fn emit(
+    mut report: serde_json::Value,
+    mut text: String,
+    json: bool,
+    load_before: Option<String>,
+) -> anyhow::Result<()> {
+    if let Some(obj) = report.as_object_mut() {
+        obj.insert("loadavg_before".to_owned(), serde_json::json!(load_before));
+        obj.insert("loadavg_after".to_owned(), serde_json::json!(loadavg()));
+    }
+    text.push_str(&format!(
+        "load average     {} -> {}\n",
+        load_before.unwrap_or_default(),
+        loadavg().unwrap_or_default()
+    ));
+    if json {
+        // Summary to stderr, one JSON line to stdout.
+        eprint!("{text}");
+        if let Some(obj) = report.as_object_mut() {
+            obj.retain(|k, _| !k.starts_with('_'));
+        }
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+/// Called with a spawned server's data directory before it starts.
+type Prepare<'a> = dyn FnMut(&std::path::Path) -> anyhow::Result<()> + 'a;
+
+/// Tokens for `connect-storm` made before the server starts, and the config they need.
+#[derive(Debug, Default)]
+struct StormSetup {
+    tokens: Vec<String>,
+    kind: String,
+    setup_s: f64,
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let c = common(&cli.command).clone();
+    let Some(c) = common(&cli.command).cloned() else {
+        let Command::AuthVerify { algorithms, tokens, sessions, duration, rounds, json, quiet } = cli.command
+        else {
+            unreachable!("only auth-verify has no common options")
+        };
+        let p = auth::VerifyParams {
+            algorithms: algorithms
+                .iter()
+                .filter(|a| !a.is_empty())
+                .map(|a| auth::parse_algorithm(a))
+                .collect::<Result<_, _>>()?,
+            tokens: tokens.max(1),
+            sessions,
+            duration: Duration::from_secs_f64(duration.max(0.1)),
+            rounds: rounds.max(1),
+            progress: !quiet,
+        };
+        let load_before = loadavg();
+        let report = auth::run_verify(&p)?;
+        let text = auth::verify_summary(&report);
+        return emit(report, text, json, load_before);
+    };
+    // Scenario-specific server config, and tokens that must exist before the server does.
+    let mut storm = StormSetup::default();
+    let mut extra_toml = String::new();
+    let mut prepare: Box<Prepare<'_>> = Box::new(|_| Ok(()));
+    match &cli.command {
+        Command::ConnectStorm { connections, token, distinct_tokens, hmac_secret, .. } => {
+            let n = distinct_tokens.unwrap_or(*connections).clamp(1, (*connections).max(1));
+            match token {
+                TokenKind::Jwt => {
+                    let t0 = tokio::time::Instant::now();
+                    let tmp = auth::TempDir::new("storm-keys")?;
+                    let setup = auth::JwtSetup::new(jsonwebtoken::Algorithm::HS256, hmac_secret, tmp.path())?;
+                    storm.tokens = setup.mint(n)?;
+                    storm.kind = "HS256 JWT".to_owned();
+                    storm.setup_s = t0.elapsed().as_secs_f64();
+                    extra_toml = setup.toml;
+                }
+                TokenKind::Session => {
+                    anyhow::ensure!(
+                        c.spawn_server.is_some(),
+                        "--token session needs --spawn-server (sessions are written into its database)"
+                    );
+                    let progress = !c.quiet;
+                    let storm = &mut storm;
+                    prepare = Box::new(move |data_dir: &std::path::Path| {
+                        let t0 = tokio::time::Instant::now();
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                        let store = tether_store::SqliteStore::open_in_dir(data_dir)?;
+                        storm.tokens = rt.block_on(auth::create_sessions(&store, n, progress))?;
+                        // Dropping the store joins its writer and checkpoints the WAL.
+                        drop(store);
+                        storm.kind = "session token".to_owned();
+                        storm.setup_s = t0.elapsed().as_secs_f64();
+                        Ok(())
+                    });
+                }
+            }
+        }
+        Command::Login {
+            concurrency,
+            duration,
+            argon2_memory_kib,
+            argon2_iterations,
+            argon2_parallelism,
+            ..
+        } => {
+            extra_toml = login_params(
+                *concurrency,
+                *duration,
+                *argon2_memory_kib,
+                *argon2_iterations,
+                *argon2_parallelism,
+                false,
+            )
+            .server_toml();
+        }
+        _ => {}
+    }
     // The spawned server lives until the end of this function.
-    let spawned = c.spawn_server.as_deref().map(|p| Spawned::start(p, c.outbound_queue)).transpose()?;
+    let spawned = c
+        .spawn_server
+        .as_deref()
+        .map(|p| Spawned::start(p, c.outbound_queue, &extra_toml, &mut *prepare))
+        .transpose()?;
+    drop(prepare);
     let (target, server_pid) = match &spawned {
         Some(s) => {
             let base = s.addr.to_string();
@@ -219,16 +427,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let rt = rt.build().context("tokio runtime")?;
     let load_before = loadavg();
     let progress = !c.quiet;
-    let (mut report, idle) = rt.block_on(async {
+    type Summary = fn(&serde_json::Value) -> String;
+    let pubsub_summary: Summary = pubsub::summary;
+    let (mut report, summary) = rt.block_on(async {
         match cli.command {
             Command::Fanout { subscribers, publish, .. } => {
                 let p = pub_params("fanout", 1, subscribers, &publish, &c, progress);
-                pubsub::run(&target, p, server_pid).await.map(|r| (r, false))
+                pubsub::run(&target, p, server_pid).await.map(|r| (r, pubsub_summary))
             }
             Command::Channels { channels, subscribers_per_channel, publish, .. } => {
                 let p =
                     pub_params("channels", channels.max(1), subscribers_per_channel, &publish, &c, progress);
-                pubsub::run(&target, p, server_pid).await.map(|r| (r, false))
+                pubsub::run(&target, p, server_pid).await.map(|r| (r, pubsub_summary))
             }
             Command::Http { requests, concurrency, payload_bytes, drain, .. } => {
                 let p = pubsub::Params {
@@ -246,7 +456,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     prefix: "bench:http".to_owned(),
                     progress,
                 };
-                pubsub::run(&target, p, server_pid).await.map(|r| (r, false))
+                pubsub::run(&target, p, server_pid).await.map(|r| (r, pubsub_summary))
             }
             Command::Idle { connections, channel_per_connection, source_ips, hold, settle, .. } => {
                 for ip in &source_ips {
@@ -261,36 +471,73 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     connect_concurrency: c.connect_concurrency,
                     progress,
                 };
-                idle::run(&target, p, server_pid).await.map(|r| (r, true))
+                idle::run(&target, p, server_pid).await.map(|r| (r, idle::summary as Summary))
             }
+            Command::ConnectStorm { connections, source_ips, timeout, .. } => {
+                for ip in &source_ips {
+                    anyhow::ensure!(ip.is_loopback(), "--source-ips: {ip} is not a loopback address");
+                }
+                let p = storm::Params {
+                    connections,
+                    concurrency: c.connect_concurrency.max(1),
+                    source_ips,
+                    timeout: Duration::from_secs(timeout.max(1)),
+                    tokens: storm.tokens,
+                    token_kind: storm.kind,
+                    token_setup_s: storm.setup_s,
+                    progress,
+                };
+                storm::run(&target, p, server_pid).await.map(|r| (r, storm::summary as Summary))
+            }
+            Command::Login {
+                concurrency,
+                duration,
+                argon2_memory_kib,
+                argon2_iterations,
+                argon2_parallelism,
+                ..
+            } => {
+                let p = login_params(
+                    concurrency,
+                    duration,
+                    argon2_memory_kib,
+                    argon2_iterations,
+                    argon2_parallelism,
+                    progress,
+                );
+                login::run(&target, p, server_pid).await.map(|r| (r, login::summary as Summary))
+            }
+            Command::AuthVerify { .. } => unreachable!("handled above"),
         }
     })?;
     // Let connection tasks finish closing before the runtime (and maybe the server) go.
     rt.shutdown_timeout(Duration::from_secs(2));
     if let Some(obj) = report.as_object_mut() {
-        obj.insert("loadavg_before".to_owned(), serde_json::json!(load_before));
-        obj.insert("loadavg_after".to_owned(), serde_json::json!(loadavg()));
         obj.insert("server_pid".to_owned(), serde_json::json!(server_pid));
         obj.insert("spawned_server".to_owned(), serde_json::json!(spawned.is_some()));
     }
-    let mut text = if idle { idle::summary(&report) } else { pubsub::summary(&report) };
-    text.push_str(&format!(
-        "load average     {} -> {}\n",
-        load_before.unwrap_or_default(),
-        loadavg().unwrap_or_default()
-    ));
-    if c.json {
-        // Summary to stderr, one JSON line to stdout.
-        eprint!("{text}");
-        if let Some(obj) = report.as_object_mut() {
-            obj.retain(|k, _| !k.starts_with('_'));
-        }
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{text}");
-    }
+    let text = summary(&report);
+    emit(report, text, c.json, load_before)?;
     drop(spawned);
     Ok(())
+}
+
+fn login_params(
+    concurrency: usize,
+    duration: u64,
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+    progress: bool,
+) -> login::Params {
+    login::Params {
+        concurrency: concurrency.max(1),
+        duration: Duration::from_secs(duration.max(1)),
+        memory_kib,
+        iterations,
+        parallelism,
+        progress,
+    }
 }
 
 fn pub_params(

@@ -63,8 +63,16 @@ impl Spawned {
         self.child.id()
     }
 
-    /// Starts `tether serve` with a generated config on a free loopback port.
-    pub(crate) fn start(binary: &Path, outbound_queue: usize) -> anyhow::Result<Self> {
+    /// Starts `tether serve` with a generated config on a free loopback port. `extra_toml`
+    /// is appended to the config (whole tables, such as `[auth.jwt]`); `prepare` is called
+    /// with the data directory before the server starts (the `connect-storm` scenario writes
+    /// sessions into its database there).
+    pub(crate) fn start(
+        binary: &Path,
+        outbound_queue: usize,
+        extra_toml: &str,
+        prepare: &mut dyn FnMut(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let dir = std::env::temp_dir().join(format!("tether-bench-{}-{port}", std::process::id()));
@@ -86,11 +94,15 @@ outbound_queue = {outbound_queue}
 drain_timeout_ms = 2000
 [namespaces.bench]
 publish = "anyone"
-"#,
+{extra_toml}"#,
             data = dir.join("data").display()
         );
         let cfg_path = dir.join("tether.toml");
         std::fs::write(&cfg_path, config)?;
+        if let Err(e) = prepare(&dir.join("data")) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.context("preparing the spawned server's data directory"));
+        }
         let log = std::fs::File::create(dir.join("server.log"))?;
         let child = Command::new(binary)
             .arg("serve")
