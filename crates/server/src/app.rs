@@ -17,6 +17,21 @@ use crate::dialects::{echo, event_server, native};
 use crate::state::AppState;
 use crate::{api, auth, sse};
 
+/// Pending connections the kernel queues for `accept` (capped by `net.core.somaxconn`).
+/// A connect storm of thousands of clients overflows a small queue, and every dropped SYN
+/// costs its client a one-second retransmit.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket with [`LISTEN_BACKLOG`].
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std and tokio do: a restarted server can bind while old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Builds the router. Tests can call this directly.
 pub fn router(state: AppState) -> Router {
     let mut r = Router::new()

@@ -251,6 +251,10 @@ pub struct AuthConfig {
     /// milliseconds. Revocations made by this server reach connections at once; this
     /// catches those made by another process, such as `tether user passwd`.
     pub session_check_ms: u64,
+    /// How long a session lookup is remembered, in milliseconds (0: never). Changes made
+    /// by this server take effect at once regardless; changes made by another process
+    /// (the CLI) are seen at most this late.
+    pub session_cache_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -266,6 +270,7 @@ impl Default for AuthConfig {
             trusted_proxies: Vec::new(),
             identity_headers: IdentityHeaders::default(),
             session_check_ms: 10_000,
+            session_cache_ms: 1_000,
         }
     }
 }

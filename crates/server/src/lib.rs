@@ -37,7 +37,6 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -70,7 +69,7 @@ impl RunningServer {
         api_keys: HashSet<String>,
         clock: Clock,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = app::bind_listener(config.listen)?;
         let addr = listener.local_addr()?;
         let state = tokio::task::spawn_blocking(move || build_state(config, &api_keys, clock))
             .await

@@ -366,8 +366,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let shutdown = shutdown_signal()?;
         let config = &state.config;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let listener = tether_server::app::bind_listener(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "tether listening");
         tether_server::app::serve(listener, std::sync::Arc::new(state), shutdown).await?;

@@ -631,6 +631,10 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     )?;
     // In WAL mode readers wait only in rare cases (WAL recovery after a crash).
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // The bundled SQLite is built with STAT4, under which a cached statement whose
+    // parameters could change the plan is re-prepared on every run; that was half the cost
+    // of a session-token lookup. The query planner stability guarantee keeps one plan.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(conn)
 }
 

@@ -153,10 +153,17 @@ impl Auth {
     pub async fn verify_session(&self, credential: &str, renew: bool) -> Result<Verified, ProtoError> {
         self.accounts_enabled()?;
         let hash = token::hash(credential);
-        let Some(s) = self.store.session_by_token(&hash).await.map_err(internal)? else {
-            return Err(ProtoError::new(ErrorCode::InvalidToken, "unknown or revoked session token"));
-        };
         let now = self.now_ms();
+        let s = match self.sessions.get(&hash, now) {
+            Some(s) => s,
+            None => {
+                let Some(s) = self.store.session_by_token(&hash).await.map_err(internal)? else {
+                    return Err(ProtoError::new(ErrorCode::InvalidToken, "unknown or revoked session token"));
+                };
+                self.sessions.put(hash, s.clone(), now);
+                s
+            }
+        };
         if now < s.expires_ms {
             return Ok(Verified { principal: Self::session_principal(&s, hash), renewed: None });
         }
@@ -191,6 +198,7 @@ impl Auth {
         let token = token::new_session_token();
         let new_hash = token::hash(&token);
         let expires_ms = self.now_ms().saturating_add(self.ttl_ms());
+        self.sessions.forget(&[s.id]);
         if !self.store.rotate_session(s.id, old, &new_hash, expires_ms).await.map_err(internal)? {
             return Ok(None);
         }
@@ -255,6 +263,7 @@ impl Auth {
 
     /// Ends one session and tells the other connections holding it.
     pub async fn logout(&self, session: SessionId, except: Option<ConnId>) -> Result<(), ProtoError> {
+        self.sessions.forget(&[session]);
         self.store.delete_session(session).await.map_err(internal)?;
         self.live.revoke(&[session], Revoked::LoggedOut, except);
         Ok(())
@@ -308,6 +317,7 @@ impl Auth {
             StoreError::NotFound => invalid_credentials(),
             e => internal(e),
         })?;
+        self.sessions.forget(&revoked);
         self.live.revoke(&revoked, Revoked::PasswordChanged, except);
         tracing::info!(user = ?p.identity.user, sessions_revoked = revoked.len(), "password changed");
         Ok(())
@@ -328,6 +338,7 @@ impl Auth {
             StoreError::NotFound => invalid_credentials(),
             e => internal(e),
         })?;
+        self.sessions.forget(&revoked);
         self.live.revoke(&revoked, Revoked::AccountDeleted, except);
         tracing::info!(user = ?p.identity.user, "account deleted");
         Ok(())
@@ -361,6 +372,7 @@ impl Auth {
             Ok(existing) => {
                 let gone: Vec<SessionId> = ids.into_iter().filter(|i| !existing.contains(i)).collect();
                 if !gone.is_empty() {
+                    self.sessions.forget(&gone);
                     self.live.revoke(&gone, Revoked::LoggedOut, None);
                 }
             }

@@ -14,6 +14,7 @@
 
 pub mod accounts;
 pub mod apikeys;
+pub mod cache;
 pub mod http;
 pub mod jwt;
 pub mod live;
@@ -169,6 +170,8 @@ pub struct Auth {
     limits: Mutex<Limiters>,
     /// Connections holding each live session, to tell them when it is revoked.
     pub live: live::LiveSessions,
+    /// Recent session lookups.
+    sessions: cache::SessionCache,
 }
 
 impl std::fmt::Debug for Auth {
@@ -222,6 +225,7 @@ impl Auth {
             api_keys,
             limits: Mutex::new(limits),
             live: live::LiveSessions::default(),
+            sessions: cache::SessionCache::new(cfg.session_cache_ms),
         })
     }
 
