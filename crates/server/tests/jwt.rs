@@ -20,10 +20,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tether_server::RunningServer;
 use tether_server::auth::jwt::{JwtConfig, MintClaims, mint};
@@ -659,63 +656,6 @@ async fn targeting_uses_the_device_zone_and_user_of_the_token() {
 
 // ---- 6. SSE ----------------------------------------------------------------------------
 
-/// A streaming SSE response, split into blocks ending with a blank line.
-struct Sse {
-    body: Incoming,
-    buf: Vec<u8>,
-    /// Keeps the client (and its connection pool) alive while the body is read.
-    _client:
-        hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-}
-
-impl Sse {
-    /// Opens `path` and asserts 200, the event-stream type and the `: subscribed` comment.
-    async fn open(server: &RunningServer, path: &str) -> Self {
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Empty<Bytes>>();
-        let req = hyper::Request::get(format!("http://{}{path}", server.addr))
-            .header("accept", "text/event-stream")
-            .body(Empty::new())
-            .expect("request");
-        let resp =
-            tokio::time::timeout(WAIT, client.request(req)).await.expect("head within WAIT").expect("http");
-        let (parts, body) = resp.into_parts();
-        assert_eq!(parts.status, 200, "GET {path}");
-        assert_eq!(parts.headers["content-type"], "text/event-stream");
-        let mut sse = Self { body, buf: Vec::new(), _client: client };
-        assert_eq!(sse.next_block().await.as_deref(), Some(": subscribed\n\n"));
-        sse
-    }
-
-    /// The next block, or `None` when the stream ended.
-    async fn next_block(&mut self) -> Option<String> {
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let block: Vec<u8> = self.buf.drain(..i + 2).collect();
-                return Some(String::from_utf8(block).expect("utf-8 stream"));
-            }
-            match tokio::time::timeout(WAIT, self.body.frame()).await.expect("SSE bytes within WAIT") {
-                None => return None,
-                Some(f) => {
-                    if let Ok(data) = f.expect("body frame").into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The next block that is not a heartbeat.
-    async fn next_event(&mut self) -> String {
-        loop {
-            let b = self.next_block().await.expect("stream still open");
-            if b != ": ping\n\n" {
-                return b;
-            }
-        }
-    }
-}
-
 /// `GET path` expecting a JSON error: status and code.
 async fn sse_error(server: &RunningServer, path: &str) -> (u16, String) {
     let (s, b) = http(server, "GET", path, &[], "").await;
@@ -731,9 +671,9 @@ async fn sse_accepts_a_jwt_in_the_query_and_refuses_bad_ones() {
     let gold =
         sign(&jwt, "HS256", &MintClaims { channels: vec!["vip:gold*".into()], ..claims("alice", now, 600) });
 
-    let mut news = Sse::open(&server, &format!("/sse?channel=members:room&token={gold}")).await;
-    let mut vip = Sse::open(&server, &format!("/sse?channel=vip:gold-1&token={gold}")).await;
-    let mut mine = Sse::open(&server, &format!("/sse?channel=me:alice&token={gold}")).await;
+    let mut news = open_sse(&server, &format!("/sse?channel=members:room&token={gold}")).await;
+    let mut vip = open_sse(&server, &format!("/sse?channel=vip:gold-1&token={gold}")).await;
+    let mut mine = open_sse(&server, &format!("/sse?channel=me:alice&token={gold}")).await;
     publish(&server, json!({"channel":"members:room","data":"m"})).await;
     publish(&server, json!({"channel":"vip:gold-1","data":"v"})).await;
     publish(&server, json!({"channel":"me:alice","data":"p"})).await;
@@ -797,7 +737,7 @@ async fn sse_stream_ends_when_its_jwt_expires() {
     let now = clock.now_s();
     let gold =
         sign(&jwt, "HS256", &MintClaims { channels: vec!["vip:gold*".into()], ..claims("alice", now, 60) });
-    let mut sse = Sse::open(&server, &format!("/sse?channel=vip:gold-1&token={gold}")).await;
+    let mut sse = open_sse(&server, &format!("/sse?channel=vip:gold-1&token={gold}")).await;
     clock.advance(Duration::from_secs(60) + Duration::from_millis(GRACE_MS));
     // Under the bug the stream is still subscribed and this publication is delivered.
     publish(&server, json!({"channel":"vip:gold-1","data":"after expiry"})).await;

@@ -4,88 +4,11 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use common::{open_sse as open, open_sse_raw as open_raw};
 use serde_json::{Value, json};
 use tether_server::RunningServer;
 use tether_server::config::TokenIdentity;
-
-/// A streaming SSE response, split into events (blocks ending with a blank line).
-struct Sse {
-    body: Incoming,
-    buf: Vec<u8>,
-    /// Keeps the client (and its connection pool) alive while the body is read.
-    _client:
-        hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-}
-
-impl Sse {
-    /// The next block (comment or event) including its terminating blank line, or `None`
-    /// when the stream ended cleanly.
-    async fn next_block(&mut self) -> Option<String> {
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let block: Vec<u8> = self.buf.drain(..i + 2).collect();
-                return Some(String::from_utf8(block).expect("utf-8 stream"));
-            }
-            let frame = tokio::time::timeout(WAIT, self.body.frame()).await.expect("SSE bytes within WAIT");
-            match frame {
-                None => {
-                    assert!(self.buf.is_empty(), "stream ended inside an event: {:?}", self.buf);
-                    return None;
-                }
-                Some(f) => {
-                    if let Ok(data) = f.expect("body frame").into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The next block that is not a `: ping` heartbeat; panics if the stream ends.
-    async fn next_event(&mut self) -> String {
-        loop {
-            let b = self.next_block().await.expect("stream still open");
-            if b != ": ping\n\n" {
-                return b;
-            }
-        }
-    }
-
-    /// The JSON of the next `data:` event.
-    async fn next_data(&mut self) -> String {
-        let b = self.next_event().await;
-        let data = b.strip_prefix("data: ").and_then(|d| d.strip_suffix("\n\n"));
-        let data = data.unwrap_or_else(|| panic!("a data event, got {b:?}"));
-        assert!(!data.contains('\n'), "one data line: {b:?}");
-        data.to_owned()
-    }
-}
-
-/// Opens `path` with a GET and returns the response head and its streaming body.
-async fn open_raw(server: &RunningServer, path: &str) -> (hyper::http::response::Parts, Sse) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<Bytes>>();
-    let req = hyper::Request::get(format!("http://{}{path}", server.addr))
-        .header("accept", "text/event-stream")
-        .body(Empty::new())
-        .expect("request");
-    let resp =
-        tokio::time::timeout(WAIT, client.request(req)).await.expect("head within WAIT").expect("http");
-    let (parts, body) = resp.into_parts();
-    (parts, Sse { body, buf: Vec::new(), _client: client })
-}
-
-/// Opens an SSE stream, asserting 200 and the `: subscribed` comment first.
-async fn open(server: &RunningServer, path: &str) -> Sse {
-    let (parts, mut sse) = open_raw(server, path).await;
-    assert_eq!(parts.status, 200, "GET {path}");
-    assert_eq!(sse.next_block().await.as_deref(), Some(": subscribed\n\n"));
-    sse
-}
 
 async fn publish(server: &RunningServer, body: Value) {
     let (s, b) = api(server, "/api/publish", &body.to_string()).await;

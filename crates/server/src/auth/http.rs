@@ -166,24 +166,29 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The session behind the bearer token, then the JSON body: the shape of every route that
+/// changes an account.
+async fn session_and_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: Request,
+) -> Result<(Principal, T), ApiError> {
+    let (parts, body) = req.into_parts();
+    let token = credential(state, &parts.headers)?;
+    let p = state.auth.session_of(token).await.map_err(|e| fail(state, e))?;
+    let bytes = read_json_body(state, &parts.headers, body).await?;
+    Ok((p, parse(state, &bytes)?))
+}
+
 /// `POST /auth/password`.
 pub async fn password(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
-    let token = credential(&state, &parts.headers)?;
-    let p = state.auth.session_of(token).await.map_err(|e| fail(&state, e))?;
-    let bytes = read_json_body(&state, &parts.headers, body).await?;
-    let b: PasswordBody = parse(&state, &bytes)?;
+    let (p, b): (_, PasswordBody) = session_and_body(&state, req).await?;
     state.auth.change_password(&p, &b.password, &b.new_password, None).await.map_err(|e| fail(&state, e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `DELETE /auth/account`.
 pub async fn delete_account(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
-    let token = credential(&state, &parts.headers)?;
-    let p = state.auth.session_of(token).await.map_err(|e| fail(&state, e))?;
-    let bytes = read_json_body(&state, &parts.headers, body).await?;
-    let b: DeleteBody = parse(&state, &bytes)?;
+    let (p, b): (_, DeleteBody) = session_and_body(&state, req).await?;
     state.auth.delete_account(&p, &b.password, None).await.map_err(|e| fail(&state, e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
