@@ -268,7 +268,7 @@ fn ok_results(n: usize) -> Response {
     json_response(StatusCode::OK, s)
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 

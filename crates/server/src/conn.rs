@@ -248,6 +248,31 @@ where
     Ok(())
 }
 
+/// Writes the replies a dialect produced (bounded by the write timeout), then applies its
+/// [`Flow`]: `Err` carries how the connection ends.
+async fn send_replies<S>(
+    socket: &mut S,
+    out: &mut Vec<Message>,
+    flow: Flow,
+    cfg: &LoopConfig,
+    metrics: &Metrics,
+) -> Result<(), Exit>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    if !out.is_empty() {
+        match tokio::time::timeout(cfg.write_timeout, write_replies(socket, out, metrics)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(())) => return Err(Exit::Gone),
+            Err(_) => return Err(Exit::Close(close::SLOW_CONSUMER, "slow consumer")),
+        }
+    }
+    match flow {
+        Flow::Continue => Ok(()),
+        Flow::Close(code, reason) => Err(Exit::Close(code, reason)),
+    }
+}
+
 /// Runs a connection to completion.
 pub async fn run<S, D>(
     mut socket: S,
@@ -362,31 +387,15 @@ pub async fn run<S, D>(
                     // until the stream ends so the close handshake completes.
                     Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Flow::Continue,
                 };
-                if !out.is_empty() {
-                    let w = tokio::time::timeout(cfg.write_timeout, write_replies(&mut socket, &mut out, &metrics));
-                    match w.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(())) => break Exit::Gone,
-                        Err(_) => break Exit::Close(close::SLOW_CONSUMER, "slow consumer"),
-                    }
-                }
-                if let Flow::Close(code, reason) = flow {
-                    break Exit::Close(code, reason);
+                if let Err(exit) = send_replies(&mut socket, &mut out, flow, &cfg, &metrics).await {
+                    break exit;
                 }
             }
             event = &mut next_event => {
                 next_event.set(events.recv());
                 let flow = dialect.on_event(event, &mut out);
-                if !out.is_empty() {
-                    let w = tokio::time::timeout(cfg.write_timeout, write_replies(&mut socket, &mut out, &metrics));
-                    match w.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(())) => break Exit::Gone,
-                        Err(_) => break Exit::Close(close::SLOW_CONSUMER, "slow consumer"),
-                    }
-                }
-                if let Flow::Close(code, reason) = flow {
-                    break Exit::Close(code, reason);
+                if let Err(exit) = send_replies(&mut socket, &mut out, flow, &cfg, &metrics).await {
+                    break exit;
                 }
             }
             () = &mut timer => {
@@ -402,11 +411,8 @@ pub async fn run<S, D>(
                         Heartbeat::Off => continue,
                     };
                     out.push(m);
-                    let w = tokio::time::timeout(cfg.write_timeout, write_replies(&mut socket, &mut out, &metrics));
-                    match w.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(())) => break Exit::Gone,
-                        Err(_) => break Exit::Close(close::SLOW_CONSUMER, "slow consumer"),
+                    if let Err(exit) = send_replies(&mut socket, &mut out, Flow::Continue, &cfg, &metrics).await {
+                        break exit;
                     }
                 }
             }

@@ -127,8 +127,7 @@ pub async fn handler(
     };
     let principal = match token {
         // A persistent session is not renewed here: an SSE client could not learn the new token.
-        Some(t) if crate::auth::token::is_session_token(t) => state.auth.verify_session(t, false).await,
-        Some(t) => state.auth.verify(t).await,
+        Some(t) => state.auth.verify_with(t, false).await,
         None => match state.auth.proxy.identity(peer.ip(), &headers) {
             Some(h) => {
                 Ok(Verified { principal: Principal::with_identity(h, PrincipalKind::Header), renewed: None })

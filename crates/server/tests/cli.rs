@@ -359,6 +359,50 @@ async fn serve_without_a_config_file_creates_the_embedded_store() {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(http_at(addr, "GET", "/healthz", None, "").await.0, 200);
     assert!(data.join("tether.db").is_file(), "the database is created with no configuration");
+    // Regression: the data directory (password hashes, the generated key) is private.
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    assert!(data.join("api-key").is_file(), "no key configured: one is generated");
+    let status = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child.0)).await.unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+// Regression: with only scoped keys configured, no unrestricted key was generated behind
+// the operator's back.
+#[tokio::test]
+async fn only_scoped_keys_configured_generates_no_unrestricted_key() {
+    let dir = temp_dir("scoped-only");
+    let data = dir.join("data");
+    let cfg = write_config(&dir, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text =
+        format!("[[scoped_api_keys]]\nkey = \"scoped-only-key-0123456789\"\nchannels = [\"chat:*\"]\n{text}");
+    std::fs::write(&cfg, text).unwrap();
+    let port = free_port();
+    let mut child = Guard(
+        tether_cmd()
+            .args([
+                "serve",
+                "--config",
+                s(&cfg),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                s(&data),
+            ])
+            .env("TETHER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_healthy(port).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let body = r#"{"channel":"chat:a","data":1}"#;
+    assert_eq!(http_at(addr, "POST", "/api/publish", Some("scoped-only-key-0123456789"), body).await.0, 200);
+    assert!(!data.join("api-key").exists(), "no unrestricted key may be generated");
     let status = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child.0)).await.unwrap();

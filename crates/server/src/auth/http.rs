@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tether_proto::message::push_json_string;
@@ -21,7 +21,7 @@ use tether_proto::{ErrorCode, ProtoError};
 
 use super::accounts::Credentials;
 use super::{Issued, Principal};
-use crate::api::{ApiError, api_error, bearer, parse, read_json_body};
+use crate::api::{ApiError, api_error, bearer, json_response, parse, read_json_body};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -102,10 +102,6 @@ pub fn principal_json(p: &Principal) -> String {
     s
 }
 
-fn json(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
 fn fail(state: &AppState, e: ProtoError) -> ApiError {
     ApiError(state.count_error(e))
 }
@@ -131,7 +127,7 @@ pub async fn register(
     };
     let ip = state.auth.proxy.client_ip(peer.ip(), &parts.headers);
     let issued = state.auth.register(ip, c).await.map_err(|e| fail(&state, e))?;
-    Ok(json(StatusCode::CREATED, session_json(&issued)))
+    Ok(json_response(StatusCode::CREATED, session_json(&issued)))
 }
 
 /// `POST /auth/login`.
@@ -146,14 +142,14 @@ pub async fn login(
     let c = Credentials { name: &b.name, password: &b.password, email: None, persistent: b.persistent };
     let ip = state.auth.proxy.client_ip(peer.ip(), &parts.headers);
     let issued = state.auth.login(ip, c).await.map_err(|e| fail(&state, e))?;
-    Ok(json(StatusCode::OK, session_json(&issued)))
+    Ok(json_response(StatusCode::OK, session_json(&issued)))
 }
 
 /// `POST /auth/refresh`: a new token for the session (the old one stops working).
 pub async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let token = credential(&state, &headers)?;
     let issued = state.auth.refresh_token(token).await.map_err(|e| fail(&state, e))?;
-    Ok(json(StatusCode::OK, session_json(&issued)))
+    Ok(json_response(StatusCode::OK, session_json(&issued)))
 }
 
 /// `POST /auth/logout`.
@@ -197,11 +193,6 @@ pub async fn delete_account(State(state): State<AppState>, req: Request) -> Resu
 /// renew an expired persistent session.
 pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let token = credential(&state, &headers)?;
-    let v = if super::token::is_session_token(token) {
-        state.auth.verify_session(token, false).await
-    } else {
-        state.auth.verify(token).await
-    };
-    let v = v.map_err(|e| fail(&state, e))?;
-    Ok(json(StatusCode::OK, principal_json(&v.principal)))
+    let v = state.auth.verify_with(token, false).await.map_err(|e| fail(&state, e))?;
+    Ok(json_response(StatusCode::OK, principal_json(&v.principal)))
 }

@@ -253,8 +253,15 @@ impl Auth {
     /// static token (by digest, so a static token shaped like a JWT still works), then a
     /// JWT.
     pub async fn verify(&self, credential: &str) -> Result<Verified, ProtoError> {
+        self.verify_with(credential, true).await
+    }
+
+    /// [`Auth::verify`]; with `renew` off, an expired persistent session is refused rather
+    /// than renewed (for callers that could not hand the client its new token: `/sse`,
+    /// `/auth/me`).
+    pub async fn verify_with(&self, credential: &str, renew: bool) -> Result<Verified, ProtoError> {
         if token::is_session_token(credential) {
-            return self.verify_session(credential, true).await;
+            return self.verify_session(credential, renew).await;
         }
         // Looking up the SHA-256 digest leaks nothing useful through timing: an attacker
         // cannot steer which digest bytes match.

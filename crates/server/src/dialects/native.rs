@@ -596,13 +596,9 @@ impl Dialect for Session {
                 }
                 Flow::Continue
             }
-            Event::Live(LiveEvent::Revoked(why)) => {
-                // The registry already forgot this connection; don't unregister twice.
-                if let Some(p) = self.principal.as_mut() {
-                    p.kind = PrincipalKind::Anonymous;
-                }
-                self.demote(why, out)
-            }
+            // `demote` unregisters the old session (a no-op where the registry already
+            // forgot it, as after a revocation).
+            Event::Live(LiveEvent::Revoked(why)) => self.demote(why, out),
             Event::Live(LiveEvent::Rotated(issued)) => {
                 // Another connection on the same session refreshed it: adopt the new token so
                 // this one keeps working (and can renew it later), and tell the client.
@@ -654,15 +650,7 @@ impl Dialect for Session {
                 }
                 // Another connection renewed first; its `Rotated` event carries the token.
                 Ok(None) => Flow::Continue,
-                Err(_) => {
-                    if let Some(sid) = self.principal.as_ref().and_then(Principal::session_id) {
-                        self.state.auth.live.unregister(sid, self.id);
-                    }
-                    if let Some(p) = self.principal.as_mut() {
-                        p.kind = PrincipalKind::Anonymous;
-                    }
-                    self.demote(Revoked::Expired, out)
-                }
+                Err(_) => self.demote(Revoked::Expired, out),
             },
             Event::RefreshDeadline(generation) if generation == self.timer_gen && self.refresh_pending => {
                 Flow::Close(close::AUTH_EXPIRED, "token expired and was not refreshed")
