@@ -251,10 +251,14 @@ pub struct AuthConfig {
     /// milliseconds. Revocations made by this server reach connections at once; this
     /// catches those made by another process, such as `tether user passwd`.
     pub session_check_ms: u64,
-    /// How long a session lookup is remembered, in milliseconds (0: never). Changes made
-    /// by this server take effect at once regardless; changes made by another process
-    /// (the CLI) are seen at most this late.
+    /// How late a session-token verification may see a change made by another process
+    /// (the CLI), in milliseconds; 0 reads the database on every verification. Half of it
+    /// is how long a lookup is remembered in memory, half how long a database read
+    /// snapshot is reused. Changes made by this server take effect at once regardless.
     pub session_cache_ms: u64,
+    /// Most session lookups remembered in memory (0: none, though read snapshots are still
+    /// reused for `session_cache_ms / 2`).
+    pub session_cache_entries: usize,
 }
 
 impl Default for AuthConfig {
@@ -271,6 +275,7 @@ impl Default for AuthConfig {
             identity_headers: IdentityHeaders::default(),
             session_check_ms: 10_000,
             session_cache_ms: 1_000,
+            session_cache_entries: 100_000,
         }
     }
 }

@@ -93,7 +93,12 @@ impl RunningServer {
 
 /// Opens the store in the data directory and builds the shared state (blocking).
 pub fn build_state(config: Config, api_keys: &HashSet<String>, clock: Clock) -> std::io::Result<Shared> {
-    let store = tether_store::SqliteStore::open_in_dir(&config.data_dir).map_err(|e| {
+    // The other half of `auth.session_cache_ms` is the session cache's (see auth::cache).
+    let options = tether_store::StoreOptions {
+        max_snapshot_age: std::time::Duration::from_millis(config.auth.session_cache_ms / 2),
+    };
+    let path = config.data_dir.join(tether_store::sqlite::FILE_NAME);
+    let store = tether_store::SqliteStore::open_with(&path, options).map_err(|e| {
         std::io::Error::other(format!("opening the database in {}: {e}", config.data_dir.display()))
     })?;
     Shared::new(config, api_keys, Arc::new(store), clock).map_err(std::io::Error::other)

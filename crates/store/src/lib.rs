@@ -1,7 +1,8 @@
 //! Tether's storage: the [`Store`] trait and its embedded SQLite implementation.
 //!
 //! **Architecture invariant:** this is the only crate that knows SQL. Callers pass plain
-//! records and timestamps in; the store never reads a clock, never sees a plaintext
+//! records and timestamps in; the store never reads the wall clock (it only measures how old
+//! a held read snapshot is, see [`sqlite`]), never sees a plaintext
 //! password or token (only Argon2 PHC strings and SHA-256 digests), and never decides a
 //! policy: expiry, rotation and revocation rules live in the server's auth service.
 //!
@@ -18,7 +19,7 @@ use std::pin::Pin;
 
 pub mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, StoreOptions};
 
 /// Row id of a user.
 pub type UserId = i64;

@@ -11,8 +11,30 @@
 //! - **Reads** run inline on the calling task, on a small pool of read-only connections. In
 //!   WAL mode a reader works on its own snapshot and never waits for the writer, and a point
 //!   lookup through a cached prepared statement takes a few microseconds: less than a round
-//!   trip to a thread would cost. Session-token verification is a hot path (measured at
-//!   200k/s), so it must not queue behind writes or pay for a thread hop.
+//!   trip to a thread would cost. Session-token verification is a hot path, so it must not
+//!   queue behind writes or pay for a thread hop.
+//!
+//! # Held read snapshots
+//!
+//! Starting and ending a read transaction costs SQLite four `fcntl` lock calls (a shared lock
+//! on the database file and a read mark in the WAL index), about a third of a cold session
+//! lookup. With [`StoreOptions::max_snapshot_age`] above zero, a pooled reader therefore
+//! keeps its read transaction open between session-token lookups
+//! ([`Store::session_by_token`], the only read that tolerates it) and reuses the snapshot
+//! while
+//!
+//! - no write of this store has committed since the snapshot was taken: every write bumps a
+//!   generation counter before its future resolves, so this process always reads its own
+//!   writes; and
+//! - the snapshot is younger than `max_snapshot_age`, which bounds how late a change made by
+//!   another process (the CLI revoking a session) is seen.
+//!
+//! A lookup that finds nothing on a reused snapshot is repeated on a fresh one, so a session
+//! created by another process is found at once; only removals can be seen late.
+//! Every other read ([`Freshness::Latest`]) takes a fresh snapshot. After each write the
+//! writer thread also ends the snapshots of idle readers, so old snapshots never hold back
+//! the WAL checkpoint while this process writes. With `max_snapshot_age` zero (the default,
+//! and what the CLI uses) every read is its own transaction.
 //!
 //! Other processes (the CLI) may open the same file; they are serialized by SQLite's file
 //! locks, with a 5 s busy timeout.
@@ -31,8 +53,9 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, LazyLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -40,6 +63,7 @@ use parking_lot::Mutex;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, ffi, params};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::{
     ApiKey, NewApiKey, NewSession, NewUser, Session, SessionId, Store, StoreError, StoreFuture, TokenHash,
@@ -109,6 +133,69 @@ static EXISTING_SESSIONS_SQL: LazyLock<String> =
 /// Work for the writer thread. It sends its own result through a oneshot it captured.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// Tuning of a [`SqliteStore`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How long a pooled reader may keep reusing one read snapshot for credential lookups:
+    /// the longest a removal made by another process can go unseen. Zero (the default)
+    /// makes every read its own transaction. See the [module documentation](self).
+    pub max_snapshot_age: Duration,
+}
+
+/// How current a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// Everything committed before the read started, by any process.
+    Latest,
+    /// Every write of this store; other processes' writes up to `max_snapshot_age` late.
+    Recent,
+}
+
+/// A read transaction a pooled reader keeps open.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    /// The write generation when it was taken.
+    generation: u64,
+    taken: Instant,
+}
+
+/// A pooled read-only connection, and the snapshot it holds open, if any.
+struct Reader {
+    conn: Connection,
+    snapshot: Option<Snapshot>,
+}
+
+impl Reader {
+    /// Ends the held read transaction, if any. Failure leaves nothing to undo (a read-only
+    /// transaction has no changes); it is logged, and the connection is then dropped.
+    fn end_snapshot(&mut self) -> rusqlite::Result<()> {
+        self.snapshot = None;
+        if self.conn.is_autocommit() { Ok(()) } else { self.conn.execute_batch("COMMIT") }
+    }
+}
+
+/// What the store's callers and its writer thread share.
+struct Shared {
+    /// Bumped after every write job, before its result is handed back.
+    generation: AtomicU64,
+    /// Idle readers.
+    readers: Mutex<Vec<Reader>>,
+}
+
+impl Shared {
+    /// Ends the snapshots of idle readers, so they do not pin old WAL frames.
+    fn end_idle_snapshots(&self) {
+        let mut readers = self.readers.lock();
+        readers.retain_mut(|r| match r.end_snapshot() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot end a read snapshot; closing that reader");
+                false
+            }
+        });
+    }
+}
+
 /// The embedded [`Store`]: one SQLite file in WAL mode, one writer thread, pooled readers.
 ///
 /// See the [module documentation](self) for the concurrency model. Dropping the store lets
@@ -119,7 +206,8 @@ pub struct SqliteStore {
     /// `None` only while dropping (taken so the writer sees the channel close).
     writer: Option<mpsc::Sender<Job>>,
     writer_thread: Option<JoinHandle<()>>,
-    readers: Mutex<Vec<Connection>>,
+    shared: Arc<Shared>,
+    options: StoreOptions,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -127,7 +215,8 @@ impl fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .field("schema_version", &self.schema_version)
-            .field("idle_readers", &self.readers.lock().len())
+            .field("idle_readers", &self.shared.readers.lock().len())
+            .field("options", &self.options)
             .field("closed", &self.writer.is_none())
             .finish()
     }
@@ -147,13 +236,27 @@ impl SqliteStore {
     /// untouched), [`StoreError::Database`] for IO errors, a file that is not a database, or a
     /// file system without WAL support.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with explicit [`StoreOptions`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStore::open`].
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         prepare_file(path)?;
         let mut conn = open_writer(path).map_err(|e| db_error("open", &e))?;
         let schema_version = migrate(&mut conn)?;
         // Fail now, not on the first request, if read-only connections do not work here.
         let reader = open_reader(path).map_err(|e| db_error("open reader", &e))?;
 
+        let shared = Arc::new(Shared {
+            generation: AtomicU64::new(0),
+            readers: Mutex::new(vec![Reader { conn: reader, snapshot: None }]),
+        });
         let (sender, receiver) = mpsc::channel::<Job>();
+        let writer_shared = Arc::clone(&shared);
         let writer_thread = std::thread::Builder::new()
             .name("tether-store-writer".to_owned())
             .spawn(move || {
@@ -161,6 +264,7 @@ impl SqliteStore {
                 // jobs already queued. The connection closes (and checkpoints) on return.
                 for job in receiver {
                     job(&mut conn);
+                    writer_shared.end_idle_snapshots();
                 }
             })
             .map_err(|e| {
@@ -173,7 +277,8 @@ impl SqliteStore {
             schema_version,
             writer: Some(sender),
             writer_thread: Some(writer_thread),
-            readers: Mutex::new(vec![reader]),
+            shared,
+            options,
         })
     }
 
@@ -205,9 +310,14 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, result) = oneshot::channel();
+        let shared = Arc::clone(&self.shared);
         let job: Job = Box::new(move |conn: &mut Connection| {
+            let outcome = f(conn);
+            // Before the caller hears back, so any read it starts afterwards takes a fresh
+            // snapshot (bumped for failed writes too: harmless, and simpler to reason about).
+            shared.generation.fetch_add(1, Ordering::Release);
             // An error here only means the caller stopped waiting; the write still happened.
-            let _ = reply.send(f(conn));
+            let _ = reply.send(outcome);
         });
         let writer = self.writer.as_ref();
         Box::pin(async move {
@@ -218,25 +328,82 @@ impl SqliteStore {
         })
     }
 
-    /// Runs the read `f` now, on a pooled read-only connection.
+    /// Runs the read `f` now, on a pooled read-only connection, at the given freshness.
     fn read<T>(
         &self,
         op: &'static str,
+        freshness: Freshness,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
+        self.with_reader(op, |reader| self.read_on(reader, freshness, f).map(|(value, _)| value))
+    }
+
+    /// A credential lookup at [`Freshness::Recent`], repeated on a fresh snapshot if a reused
+    /// one found nothing: something just created by another process is found at once.
+    fn lookup<T>(
+        &self,
+        op: &'static str,
+        f: impl Fn(&Connection) -> rusqlite::Result<Option<T>>,
+    ) -> Result<Option<T>, StoreError> {
+        self.with_reader(op, |reader| match self.read_on(reader, Freshness::Recent, &f)? {
+            (None, true) => self.read_on(reader, Freshness::Latest, &f).map(|(value, _)| value),
+            (value, _) => Ok(value),
+        })
+    }
+
+    /// Lends `f` a pooled reader (opening one if none is idle) and takes it back afterwards,
+    /// unless `f` failed: a connection in an unknown state is closed, not pooled.
+    fn with_reader<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Reader) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         // Pop in its own statement so the pool lock is not held while opening a connection.
-        let pooled = self.readers.lock().pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => open_reader(&self.path).map_err(|e| db_error(op, &e))?,
+        let pooled = self.shared.readers.lock().pop();
+        let mut reader = match pooled {
+            Some(reader) => reader,
+            None => Reader { conn: open_reader(&self.path).map_err(|e| db_error(op, &e))?, snapshot: None },
         };
-        let result = f(&conn).map_err(|e| db_error(op, &e));
+        let result = f(&mut reader).map_err(|e| db_error(op, &e));
         // If `f` panicked the connection is simply dropped, which is harmless.
-        let mut pool = self.readers.lock();
-        if pool.len() < MAX_IDLE_READERS {
-            pool.push(conn);
+        if result.is_ok() {
+            let mut pool = self.shared.readers.lock();
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(reader);
+            }
         }
         result
+    }
+
+    /// Runs `f` on `reader`, reusing its snapshot if `freshness` allows; also says whether
+    /// the snapshot was reused.
+    fn read_on<T>(
+        &self,
+        reader: &mut Reader,
+        freshness: Freshness,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<(T, bool)> {
+        let max_age = self.options.max_snapshot_age;
+        if max_age.is_zero() {
+            // Autocommit: the statement is its own read transaction.
+            return Ok((f(&reader.conn)?, false));
+        }
+        // Loaded before the snapshot is taken: a write committing in between makes this
+        // snapshot look older than it is, never newer.
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        let now = Instant::now();
+        let reused = freshness == Freshness::Recent
+            && reader
+                .snapshot
+                .is_some_and(|s| s.generation == generation && now.duration_since(s.taken) < max_age);
+        if !reused {
+            reader.end_snapshot()?;
+            // Deferred: the read transaction (the snapshot) starts at the first read of `f`
+            // and lasts until `end_snapshot`.
+            reader.conn.execute_batch("BEGIN")?;
+            reader.snapshot = Some(Snapshot { generation, taken: now });
+        }
+        Ok((f(&reader.conn)?, reused))
     }
 
     /// A read as a [`StoreFuture`]: computed synchronously (see the module docs), then ready.
@@ -245,12 +412,15 @@ impl SqliteStore {
         op: &'static str,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> StoreFuture<'static, T> {
-        Box::pin(std::future::ready(self.read(op, f)))
+        Box::pin(std::future::ready(self.read(op, Freshness::Latest, f)))
     }
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
+        // Readers first: a snapshot left open would keep the writer's close from
+        // checkpointing and removing the WAL.
+        self.shared.readers.lock().clear();
         // Closing the channel ends the writer's loop once the queue is drained.
         drop(self.writer.take());
         // Waiting means the file is closed (and the WAL checkpointed) when the drop returns, so
@@ -399,15 +569,16 @@ impl Store for SqliteStore {
     }
 
     fn session_by_token<'a>(&'a self, hash: &'a TokenHash) -> StoreFuture<'a, Option<Session>> {
-        // The hot path: one indexed lookup on a cached statement.
-        self.read_now("session_by_token", |conn| {
+        // The hot path: one indexed lookup on a cached statement, on a held snapshot.
+        let found = self.lookup("session_by_token", |conn| {
             conn.prepare_cached(
                 "SELECT s.id, s.user_id, u.name, s.persistent, s.created_ms, s.expires_ms \
                  FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
             )?
             .query_row([hash], session_from_row)
             .optional()
-        })
+        });
+        Box::pin(std::future::ready(found))
     }
 
     fn rotate_session<'a>(
@@ -472,7 +643,7 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Box::pin(std::future::ready(Ok(ids)));
         }
-        let found = self.read("existing_sessions", |conn| {
+        let found = self.read("existing_sessions", Freshness::Latest, |conn| {
             let mut stmt = conn.prepare_cached(&EXISTING_SESSIONS_SQL)?;
             let mut found = HashSet::new();
             for chunk in ids.chunks(IN_CHUNK) {
@@ -513,6 +684,8 @@ impl Store for SqliteStore {
     }
 
     fn api_key_by_hash<'a>(&'a self, hash: &'a TokenHash) -> StoreFuture<'a, Option<ApiKey>> {
+        // Latest, not a held snapshot: a key revoked with the CLI is refused from the next
+        // request on (publishing is not hot enough on this path for the difference to matter).
         self.read_now("api_key_by_hash", |conn| {
             conn.prepare_cached(
                 "SELECT key_id, name, channels, created_ms FROM api_keys WHERE key_hash = ?1",
@@ -862,10 +1035,22 @@ mod tests {
         assert_eq!(raw_count(&dir.db(), "users"), 1);
     }
 
+    /// Options that make every reused snapshot outlive any test.
+    fn held_snapshots() -> StoreOptions {
+        StoreOptions { max_snapshot_age: Duration::from_secs(3_600) }
+    }
+
     #[tokio::test]
     async fn sessions_lookup_and_rotate() {
+        // With held snapshots too: this store's own writes are always read back at once.
+        for options in [StoreOptions::default(), held_snapshots()] {
+            sessions_lookup_and_rotate_with(options).await;
+        }
+    }
+
+    async fn sessions_lookup_and_rotate_with(options: StoreOptions) {
         let dir = TempDir::new();
-        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        let store = SqliteStore::open_with(&dir.db(), options).unwrap();
         let user = store.create_user(new_user("Dora")).await.unwrap();
         let id = store.create_session(new_session(user, 1, true, 5_000)).await.unwrap();
 
@@ -898,6 +1083,85 @@ mod tests {
         assert!(!store.delete_session(id).await.unwrap());
         assert_eq!(store.session_by_token(&hash(2)).await.unwrap(), None);
         assert!(store.sessions_of_user(user).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_snapshot_sees_other_processes_late_but_within_its_age() {
+        let dir = TempDir::new();
+        let age = Duration::from_millis(500);
+        let server = SqliteStore::open_with(&dir.db(), StoreOptions { max_snapshot_age: age }).unwrap();
+        // Another process, as the CLI: strict options, its own connections and writer.
+        let cli = SqliteStore::open(&dir.db()).unwrap();
+        let user = cli.create_user(new_user("Erin")).await.unwrap();
+        let first = cli.create_session(new_session(user, 1, false, 5_000)).await.unwrap();
+        assert_eq!(server.session_by_token(&hash(1)).await.unwrap().map(|s| s.id), Some(first));
+
+        // Created elsewhere: the miss on the held snapshot is retried on a fresh one.
+        let second = cli.create_session(new_session(user, 2, false, 5_000)).await.unwrap();
+        assert_eq!(server.session_by_token(&hash(2)).await.unwrap().map(|s| s.id), Some(second));
+
+        // Removed elsewhere: still found on the held snapshot (this is the saving)...
+        assert!(cli.delete_session(first).await.unwrap());
+        tokio::time::advance(age - Duration::from_millis(1)).await;
+        assert!(server.session_by_token(&hash(1)).await.unwrap().is_some());
+        // ...until the snapshot is `max_snapshot_age` old.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(server.session_by_token(&hash(1)).await.unwrap(), None);
+
+        // Reads other than session lookups are never served from a held snapshot.
+        assert!(server.session_by_token(&hash(2)).await.unwrap().is_some());
+        assert!(cli.delete_session(second).await.unwrap());
+        assert!(server.sessions_of_user(user).await.unwrap().is_empty());
+        assert!(server.existing_sessions(vec![first, second]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reader_busy_during_a_write_does_not_serve_its_old_snapshot() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_with(&dir.db(), held_snapshots()).unwrap();
+        let user = store.create_user(new_user("Gus")).await.unwrap();
+        let id = store.create_session(new_session(user, 1, false, 5_000)).await.unwrap();
+        assert!(store.session_by_token(&hash(1)).await.unwrap().is_some());
+        // The reader holding that snapshot is lent out (mid-lookup on another task) while
+        // the session is deleted, so the writer's sweep of idle readers misses it.
+        let busy = store.shared.readers.lock().pop().unwrap();
+        assert!(busy.snapshot.is_some());
+        assert!(store.delete_session(id).await.unwrap());
+        store.shared.readers.lock().clear();
+        store.shared.readers.lock().push(busy);
+        // Back in the pool with a pre-delete snapshot: the generation check refuses it.
+        assert_eq!(store.session_by_token(&hash(1)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn writes_end_idle_snapshots_so_the_wal_can_be_checkpointed() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_with(&dir.db(), held_snapshots()).unwrap();
+        let user = store.create_user(new_user("Finn")).await.unwrap();
+        store.create_session(new_session(user, 1, false, 5_000)).await.unwrap();
+        // Two pooled readers now hold snapshots (a second one is opened while the first is
+        // lent out, as under concurrent lookups).
+        let held = store.shared.readers.lock().pop().unwrap();
+        assert!(store.session_by_token(&hash(1)).await.unwrap().is_some());
+        store.shared.readers.lock().push(held);
+        assert!(store.session_by_token(&hash(1)).await.unwrap().is_some());
+        let holding = || store.shared.readers.lock().iter().filter(|r| !r.conn.is_autocommit()).count();
+        assert!(holding() >= 1);
+
+        store.create_session(new_session(user, 2, false, 5_000)).await.unwrap();
+        // The sweep runs on the writer thread right after the reply; wait for it.
+        let deadline = std::time::SystemTime::now() + Duration::from_secs(10);
+        while holding() > 0 {
+            assert!(std::time::SystemTime::now() < deadline, "idle snapshots were not ended");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // No reader pins old frames: a truncating checkpoint completes (busy = 0).
+        let raw = Connection::open(dir.db()).unwrap();
+        let (busy, log, done): (i64, i64, i64) = raw
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        assert_eq!((busy, log, done), (0, 0, 0));
+        assert!(store.session_by_token(&hash(2)).await.unwrap().is_some());
     }
 
     #[tokio::test]

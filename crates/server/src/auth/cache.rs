@@ -1,20 +1,17 @@
 //! A short-lived cache of verified session lookups.
 //!
-//! Verifying a session token is a SHA-256 and one indexed SQLite read; the read's per
-//! transaction file locking dominates its cost (measured: ~166k/s on one core). Reconnect
-//! waves present the same tokens again within moments, so lookups are remembered for
-//! `auth.session_cache_ms`. Every change this server makes to a session (rotation, logout,
-//! password change, deletion, expiry sweep) removes its entry first, so the cache is never
-//! staler than the database for in-process changes; a change made by another process (the
-//! CLI) is seen at most `session_cache_ms` late.
+//! Verifying a session token is a SHA-256 and one indexed SQLite read (a few microseconds,
+//! see `docs/benchmarks.md` § Auth). Reconnect waves present the same tokens again within
+//! moments, so lookups are remembered for half of `auth.session_cache_ms` (the store may
+//! reuse a read snapshot for the other half). Every change this server makes to a session
+//! (rotation, logout, password change, deletion, expiry sweep) removes its entry first, so
+//! the cache is never staler than the database for in-process changes; a change made by
+//! another process (the CLI) is seen at most `session_cache_ms` late.
 
 use std::collections::HashMap;
 
 use parking_lot::Mutex;
 use tether_store::{Session, SessionId, TokenHash};
-
-/// Most entries kept; beyond, the cache starts over (cheap, and bounded).
-const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Default)]
 struct Inner {
@@ -25,6 +22,8 @@ struct Inner {
 /// The cache.
 pub struct SessionCache {
     ttl_ms: i64,
+    /// Most entries kept; beyond, the cache starts over (cheap, and bounded).
+    max_entries: usize,
     inner: Mutex<Inner>,
 }
 
@@ -35,9 +34,10 @@ impl std::fmt::Debug for SessionCache {
 }
 
 impl SessionCache {
-    /// A cache keeping lookups for `ttl_ms` (0 disables it).
-    pub fn new(ttl_ms: u64) -> Self {
-        Self { ttl_ms: i64::try_from(ttl_ms).unwrap_or(i64::MAX), inner: Mutex::new(Inner::default()) }
+    /// A cache keeping up to `max_entries` lookups for `ttl_ms` (either 0 disables it).
+    pub fn new(ttl_ms: u64, max_entries: usize) -> Self {
+        let ttl_ms = if max_entries == 0 { 0 } else { i64::try_from(ttl_ms).unwrap_or(i64::MAX) };
+        Self { ttl_ms, max_entries, inner: Mutex::new(Inner::default()) }
     }
 
     /// The session for `hash` if it was looked up less than the TTL ago.
@@ -56,7 +56,7 @@ impl SessionCache {
             return;
         }
         let mut inner = self.inner.lock();
-        if inner.by_hash.len() >= MAX_ENTRIES {
+        if inner.by_hash.len() >= self.max_entries {
             inner.by_hash.clear();
             inner.by_id.clear();
         }
@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn entries_expire_and_are_forgotten() {
-        let c = SessionCache::new(1_000);
+        let c = SessionCache::new(1_000, 10);
         c.put([1; 32], session(7), 0);
         assert_eq!(c.get(&[1; 32], 999).map(|s| s.id), Some(7));
         assert!(c.get(&[1; 32], 1_000).is_none());
@@ -100,8 +100,16 @@ mod tests {
         assert!(c.get(&[1; 32], 2_000).is_none());
         c.forget(&[7]);
         assert!(c.get(&[2; 32], 2_000).is_none());
-        let off = SessionCache::new(0);
-        off.put([1; 32], session(1), 0);
-        assert!(off.get(&[1; 32], 0).is_none());
+        for off in [SessionCache::new(0, 10), SessionCache::new(1_000, 0)] {
+            off.put([1; 32], session(1), 0);
+            assert!(off.get(&[1; 32], 0).is_none());
+        }
+        // Full: it starts over rather than growing.
+        let small = SessionCache::new(1_000, 2);
+        small.put([1; 32], session(1), 0);
+        small.put([2; 32], session(2), 0);
+        small.put([3; 32], session(3), 0);
+        assert!(small.get(&[1; 32], 0).is_none() && small.get(&[2; 32], 0).is_none());
+        assert_eq!(small.get(&[3; 32], 0).map(|s| s.id), Some(3));
     }
 }

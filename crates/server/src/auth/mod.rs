@@ -225,7 +225,8 @@ impl Auth {
             api_keys,
             limits: Mutex::new(limits),
             live: live::LiveSessions::default(),
-            sessions: cache::SessionCache::new(cfg.session_cache_ms),
+            // Half of the staleness budget here, half in the store's read snapshots.
+            sessions: cache::SessionCache::new(cfg.session_cache_ms / 2, cfg.session_cache_entries),
         })
     }
 
