@@ -31,7 +31,7 @@
 //!
 //! A lookup that finds nothing on a reused snapshot is repeated on a fresh one, so a session
 //! created by another process is found at once; only removals can be seen late.
-//! Every other read ([`Freshness::Latest`]) takes a fresh snapshot. After each write the
+//! Every other read takes a fresh snapshot. After each write the
 //! writer thread also ends the snapshots of idle readers, so old snapshots never hold back
 //! the WAL checkpoint while this process writes. With `max_snapshot_age` zero (the default,
 //! and what the CLI uses) every read is its own transaction.
