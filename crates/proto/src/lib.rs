@@ -14,11 +14,13 @@
 //! - [`error`]: stable error codes.
 //! - [`json`]: JSON helpers (minify).
 //! - [`message`]: client frame decoder and server frame encoders.
+//! - [`jetstream`]: wire types of the Jetstream Sync protocol (the `/jetstream` dialect).
 
 pub mod channel;
 pub mod error;
 pub mod filter;
 pub mod identity;
+pub mod jetstream;
 pub mod json;
 pub mod message;
 pub mod pattern;
