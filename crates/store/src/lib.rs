@@ -6,6 +6,11 @@
 //! password or token (only Argon2 PHC strings and SHA-256 digests), and never decides a
 //! policy: expiry, rotation and revocation rules live in the server's auth service.
 //!
+//! Besides accounts, the store keeps the model-sync scopes of the Jetstream dialect
+//! ([`StoredScope`]): a snapshot plus the log of changesets applied after it, both opaque
+//! bytes encoded by the server. The store orders and trims them by sequence number and never
+//! looks inside.
+//!
 //! The trait is object-safe (`Arc<dyn Store>`) so a server database (Postgres) can be
 //! added later without touching callers.
 //!
@@ -148,10 +153,52 @@ pub struct ApiKey {
     pub created_ms: i64,
 }
 
+/// Sequence number of a changeset within its scope: the first changeset of a scope is 1, and
+/// every later one is one more than the previous one.
+pub type ScopeSeq = u64;
+
+/// A model-sync scope as stored: its latest snapshot and the changesets logged after it.
+///
+/// Loading it and applying `log` in order to `snapshot` gives the scope's state after its last
+/// acknowledged changeset, which is `snapshot_seq + log.len()`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredScope {
+    /// Identity of the scope's root object, fixed at creation.
+    pub root_uuid: [u8; 16],
+    /// Opaque snapshot bytes (the server's encoding), taken after changeset `snapshot_seq`.
+    pub snapshot: Vec<u8>,
+    /// The changeset the snapshot includes, 0 for the initial state.
+    pub snapshot_seq: ScopeSeq,
+    /// Changesets with `seq > snapshot_seq`, ascending and contiguous (opaque bytes).
+    pub log: Vec<(ScopeSeq, Vec<u8>)>,
+}
+
+impl StoredScope {
+    /// Sequence number of the last changeset the scope includes (`snapshot_seq` if the log
+    /// is empty): the next append must start one above it.
+    pub fn last_seq(&self) -> ScopeSeq {
+        self.log.last().map_or(self.snapshot_seq, |(seq, _)| *seq)
+    }
+}
+
+impl Debug for StoredScope {
+    // Sizes, not contents: a snapshot can be megabytes, and a log line is no place for it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredScope")
+            .field("root_uuid", &self.root_uuid)
+            .field("snapshot_len", &self.snapshot.len())
+            .field("snapshot_seq", &self.snapshot_seq)
+            .field("log_len", &self.log.len())
+            .field("last_seq", &self.last_seq())
+            .finish()
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A unique value (user name, API key id) is already taken.
+    /// A unique value (user name, API key id) is already taken, or a scope changeset or
+    /// snapshot does not continue the stored sequence (see [`Store::append_changesets`]).
     #[error("already exists")]
     Conflict,
     /// The row to change does not exist.
@@ -176,7 +223,7 @@ pub enum StoreError {
 /// The future every store operation returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// Persistent state of accounts, sessions and API keys.
+/// Persistent state of accounts, sessions, API keys and model-sync scopes.
 ///
 /// Writes are serialized (one writer); reads may run concurrently. Every write is durable
 /// when its future resolves.
@@ -238,4 +285,46 @@ pub trait Store: Send + Sync + Debug + 'static {
     fn list_api_keys(&self) -> StoreFuture<'_, Vec<ApiKey>>;
     /// Deletes an API key; `false` if there was none with this id.
     fn revoke_api_key<'a>(&'a self, key_id: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Creates the scope `key` with `snapshot` as its state before any changeset
+    /// (`snapshot_seq` 0, empty log), unless it exists: then `root_uuid` and `snapshot` are
+    /// ignored and the stored scope is returned unchanged, as [`Store::load_scope`] would.
+    /// Concurrent creations of one key, by this process or another one, end with one scope,
+    /// and every caller gets that one back.
+    ///
+    /// Meant for a scope that [`Store::load_scope`] did not find: creating is a write, and
+    /// writes are serialized.
+    fn create_scope(&self, key: &str, root_uuid: [u8; 16], snapshot: Vec<u8>)
+    -> StoreFuture<'_, StoredScope>;
+    /// The scope `key` as last committed (never from an older read snapshot), if it exists.
+    fn load_scope<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<StoredScope>>;
+    /// Appends `entries` to the log of scope `key`, all or nothing, in one transaction; the
+    /// future resolves once that commit is durable.
+    ///
+    /// The sequence numbers must continue the scope's log one by one: the first is
+    /// [`StoredScope::last_seq`] + 1, each next one is one more. A gap or a repeated number is
+    /// [`StoreError::Conflict`], and nothing of the batch is written. [`StoreError::NotFound`]
+    /// if there is no such scope. An empty `entries` does nothing (and checks nothing).
+    ///
+    /// Like every write, the append is queued when the future is first polled and then runs
+    /// even if the future is dropped. After a dropped future or a [`StoreError::Database`]
+    /// (which may come from the commit itself), whether the batch is stored is unknown: reload
+    /// the scope rather than assume either outcome.
+    fn append_changesets<'a>(
+        &'a self,
+        key: &'a str,
+        entries: Vec<(ScopeSeq, Vec<u8>)>,
+    ) -> StoreFuture<'a, ()>;
+    /// Replaces the snapshot of scope `key` with `snapshot`, taken after changeset `seq`, and
+    /// deletes the log entries it includes (`<= seq`), in one transaction.
+    ///
+    /// `seq` must lie between the current `snapshot_seq` and [`StoredScope::last_seq`]
+    /// (inclusive), otherwise [`StoreError::Conflict`] and nothing changes: an older snapshot
+    /// would lose trimmed changesets, a newer one would vouch for changesets never logged.
+    /// [`StoreError::NotFound`] if there is no such scope.
+    fn save_snapshot<'a>(&'a self, key: &'a str, seq: ScopeSeq, snapshot: Vec<u8>) -> StoreFuture<'a, ()>;
+    /// Deletes scope `key` and its log; `false` if it did not exist.
+    fn delete_scope<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+    /// Keys of all stored scopes, in byte order.
+    fn scope_keys(&self) -> StoreFuture<'_, Vec<String>>;
 }

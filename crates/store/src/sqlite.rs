@@ -45,6 +45,26 @@
 //! `i` to `i + 1`, each in its own transaction. The list is append-only; a released migration
 //! is never edited. A file newer than the list is refused with [`StoreError::TooNew`].
 //!
+//! Model-sync scopes (Jetstream) take two tables, added by migration 2:
+//!
+//! - `scopes(id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE, root_uuid BLOB,
+//!   snapshot BLOB, snapshot_seq INTEGER)`: one row per scope, with its latest snapshot and
+//!   the changeset that snapshot includes (0 for the initial state).
+//! - `scope_log(scope_id, seq, changeset BLOB, PRIMARY KEY (scope_id, seq)) WITHOUT ROWID`:
+//!   the changesets after the snapshot. The table is clustered on its key, so an append
+//!   writes one b-tree at its right edge, a load is one range scan and the last seq is one
+//!   seek. The key starts with the integer id, not the text key, to keep every row small.
+//!
+//! Snapshots and changesets are opaque bytes of the server's encoding; the store only
+//! orders, checks and trims them by sequence number. The last seq is not kept in `scopes`
+//! (updating that row would rewrite its snapshot on every append): an append reads
+//! `max(seq)` inside its IMMEDIATE transaction and refuses a batch that does not continue
+//! it, so even two processes appending to one scope cannot leave a gap or a repeat.
+//! `save_snapshot` replaces the snapshot and trims the log it includes in one transaction,
+//! and a load reads both on one snapshot, so a load never sees a mix. Scope loads never reuse
+//! a held snapshot: they happen when a scope is not in memory, and must include everything
+//! acknowledged before, by any process.
+//!
 //! API key channel lists are stored as a JSON array of strings (`["a.*","b"]`, `[]` for "every
 //! channel"). JSON rather than a joined string because every pattern round-trips exactly,
 //! including one that is empty or contains the separator, so a restricted key can never be
@@ -66,8 +86,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::{
-    ApiKey, NewApiKey, NewSession, NewUser, Session, SessionId, Store, StoreError, StoreFuture, TokenHash,
-    User, UserId,
+    ApiKey, NewApiKey, NewSession, NewUser, ScopeSeq, Session, SessionId, Store, StoreError, StoreFuture,
+    StoredScope, TokenHash, User, UserId,
 };
 
 /// File name of the database inside a data directory (see [`SqliteStore::open_in_dir`]).
@@ -109,6 +129,30 @@ const MIGRATIONS: &[&str] = &[
         channels   TEXT NOT NULL,
         created_ms INTEGER NOT NULL
     );
+    ",
+    // 2: model-sync scopes (Jetstream): each scope's latest snapshot, and the changesets
+    // logged after it. Both are opaque bytes of the server's encoding.
+    "
+    CREATE TABLE scopes (
+        -- The log refers to a scope by this small integer rather than by its text key.
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        key          TEXT NOT NULL UNIQUE,
+        root_uuid    BLOB NOT NULL,
+        snapshot     BLOB NOT NULL,
+        -- The changeset the snapshot includes; 0 for the initial state.
+        snapshot_seq INTEGER NOT NULL
+    );
+
+    -- Changesets after the snapshot. Clustered on (scope_id, seq): an append writes one
+    -- b-tree, a load reads one contiguous range, and the highest seq is one seek. No
+    -- foreign key: every append reads the scope id in its own write transaction, and the
+    -- store deletes a scope's log together with the scope.
+    CREATE TABLE scope_log (
+        scope_id  INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        changeset BLOB NOT NULL,
+        PRIMARY KEY (scope_id, seq)
+    ) WITHOUT ROWID;
     ",
 ];
 
@@ -715,6 +759,145 @@ impl Store for SqliteStore {
                 .map_err(|e| db_error("revoke_api_key", &e))
         })
     }
+
+    fn create_scope(
+        &self,
+        key: &str,
+        root_uuid: [u8; 16],
+        snapshot: Vec<u8>,
+    ) -> StoreFuture<'_, StoredScope> {
+        let key = key.to_owned();
+        Box::pin(async move {
+            let snapshot = Arc::new(snapshot);
+            loop {
+                let job_key = key.clone();
+                let job_snapshot = Arc::clone(&snapshot);
+                // One statement, atomic on its own: the unique key decides a race, so of
+                // concurrent creations (in any process) one inserts and the others do nothing.
+                let inserted = self
+                    .write(move |conn| {
+                        conn.prepare_cached(
+                            "INSERT INTO scopes (key, root_uuid, snapshot, snapshot_seq) \
+                             VALUES (?1, ?2, ?3, 0) ON CONFLICT (key) DO NOTHING",
+                        )
+                        .and_then(|mut stmt| stmt.execute(params![job_key, root_uuid, *job_snapshot]))
+                        .map(|inserted| inserted == 1)
+                        .map_err(|e| db_error("create_scope", &e))
+                    })
+                    .await?;
+                if inserted {
+                    let snapshot = Arc::unwrap_or_clone(snapshot);
+                    return Ok(StoredScope { root_uuid, snapshot, snapshot_seq: 0, log: Vec::new() });
+                }
+                // Someone else's scope: loaded on a reader, not inside the write, so a long log
+                // does not hold up the writer (and every other scope's appends) meanwhile.
+                let existing = self.read("create_scope", Freshness::Latest, |conn| {
+                    in_one_snapshot(conn, |conn| load_scope_in(conn, &key))
+                })?;
+                if let Some(scope) = existing {
+                    return Ok(scope);
+                }
+                // Deleted between the insert and the load: try to create it again.
+            }
+        })
+    }
+
+    fn load_scope<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<StoredScope>> {
+        // Latest: a scope is loaded when it is not in memory, and whatever was acknowledged
+        // before (by this process or another) must be in it.
+        self.read_now("load_scope", |conn| in_one_snapshot(conn, |conn| load_scope_in(conn, key)))
+    }
+
+    fn append_changesets<'a>(
+        &'a self,
+        key: &'a str,
+        entries: Vec<(ScopeSeq, Vec<u8>)>,
+    ) -> StoreFuture<'a, ()> {
+        if entries.is_empty() {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let key = key.to_owned();
+        self.write(move |conn| {
+            let result = (|| {
+                // IMMEDIATE: the last seq read below is still the last one when the batch is
+                // inserted, even if another process appends to the same scope.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(tail) = scope_tail(&tx, &key)? else { return Ok(Err(StoreError::NotFound)) };
+                // Checked before the first insert, so a refused batch writes nothing (dropping
+                // `tx` rolls back an empty transaction). The primary key would catch a repeat
+                // too, but not a gap.
+                if !continues(tail.last_seq, entries.iter().map(|(seq, _)| *seq)) {
+                    return Ok(Err(StoreError::Conflict));
+                }
+                {
+                    // The hot loop: one cached statement, rebound per row.
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO scope_log (scope_id, seq, changeset) VALUES (?1, ?2, ?3)",
+                    )?;
+                    for (seq, changeset) in &entries {
+                        insert.execute(params![tail.id, seq_to_sql(*seq)?, changeset])?;
+                    }
+                }
+                // With synchronous=FULL the commit returns after the WAL is synced: the batch
+                // is durable before the future resolves.
+                tx.commit()?;
+                Ok(Ok(()))
+            })();
+            refusable("append_changesets", result)
+        })
+    }
+
+    fn save_snapshot<'a>(&'a self, key: &'a str, seq: ScopeSeq, snapshot: Vec<u8>) -> StoreFuture<'a, ()> {
+        let key = key.to_owned();
+        self.write(move |conn| {
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(tail) = scope_tail(&tx, &key)? else { return Ok(Err(StoreError::NotFound)) };
+                if seq < tail.snapshot_seq || seq > tail.last_seq {
+                    return Ok(Err(StoreError::Conflict));
+                }
+                tx.prepare_cached("UPDATE scopes SET snapshot = ?1, snapshot_seq = ?2 WHERE id = ?3")?
+                    .execute(params![snapshot, seq_to_sql(seq)?, tail.id])?;
+                // One transaction with the update: a load sees the old snapshot with the whole
+                // log, or the new one with what follows it, never a mix.
+                tx.prepare_cached("DELETE FROM scope_log WHERE scope_id = ?1 AND seq <= ?2")?
+                    .execute(params![tail.id, seq_to_sql(seq)?])?;
+                tx.commit()?;
+                Ok(Ok(()))
+            })();
+            refusable("save_snapshot", result)
+        })
+    }
+
+    fn delete_scope<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        let key = key.to_owned();
+        self.write(move |conn| {
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(id) = tx
+                    .prepare_cached("SELECT id FROM scopes WHERE key = ?1")?
+                    .query_row([&key], |row| row.get::<_, i64>(0))
+                    .optional()?
+                else {
+                    return Ok(false);
+                };
+                // The log has no foreign key (see the schema): it goes explicitly, with the scope.
+                tx.prepare_cached("DELETE FROM scope_log WHERE scope_id = ?1")?.execute([id])?;
+                tx.prepare_cached("DELETE FROM scopes WHERE id = ?1")?.execute([id])?;
+                tx.commit()?;
+                Ok(true)
+            })();
+            result.map_err(|e| db_error("delete_scope", &e))
+        })
+    }
+
+    fn scope_keys(&self) -> StoreFuture<'_, Vec<String>> {
+        self.read_now("scope_keys", |conn| {
+            conn.prepare_cached("SELECT key FROM scopes ORDER BY key")?
+                .query_map([], |row| row.get(0))?
+                .collect()
+        })
+    }
 }
 
 /// Logs a database failure and turns it into [`StoreError::Database`].
@@ -891,6 +1074,106 @@ fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
     let channels = serde_json::from_str(&channels)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, Type::Text, Box::new(e)))?;
     Ok(ApiKey { key_id: row.get(0)?, name: row.get(1)?, channels, created_ms: row.get(3)? })
+}
+
+/// The result of a write that may be refused (`Ok(Err(..))`, its transaction rolled back) as
+/// the store's result; a database failure is logged as the failure of `op`.
+fn refusable<T>(op: &'static str, result: rusqlite::Result<Result<T, StoreError>>) -> Result<T, StoreError> {
+    result.map_err(|e| db_error(op, &e))?
+}
+
+/// Runs the reads of `f` on one snapshot. A pooled reader in autocommit mode makes each
+/// statement its own read transaction, and a write committing between two of them (a new
+/// snapshot and its trimmed log) would make them disagree.
+fn in_one_snapshot<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    if !conn.is_autocommit() {
+        // Already inside a read transaction that `read_on` just began for this read.
+        return f(conn);
+    }
+    let tx = conn.unchecked_transaction()?;
+    let value = f(&tx)?;
+    tx.commit()?;
+    Ok(value)
+}
+
+/// Where a scope's log stands, read inside a write transaction.
+#[derive(Debug, Clone, Copy)]
+struct ScopeTail {
+    id: i64,
+    snapshot_seq: ScopeSeq,
+    /// The highest logged seq, or `snapshot_seq` if the log is empty.
+    last_seq: ScopeSeq,
+}
+
+/// The [`ScopeTail`] of scope `key`, if it exists.
+fn scope_tail(conn: &Connection, key: &str) -> rusqlite::Result<Option<ScopeTail>> {
+    // `max(seq)` over the primary key prefix is a single seek to the end of the scope's range,
+    // however long its log is: no counter in `scopes` to keep in step (updating the row would
+    // also rewrite the snapshot blob stored in it).
+    conn.prepare_cached(
+        "SELECT id, snapshot_seq, \
+         coalesce((SELECT max(seq) FROM scope_log WHERE scope_id = scopes.id), snapshot_seq) \
+         FROM scopes WHERE key = ?1",
+    )?
+    .query_row([key], |row| {
+        Ok(ScopeTail {
+            id: row.get(0)?,
+            snapshot_seq: seq_from_row(row, 1)?,
+            last_seq: seq_from_row(row, 2)?,
+        })
+    })
+    .optional()
+}
+
+/// A sequence number as SQLite's (signed) integer; above `i64::MAX` it cannot be stored.
+fn seq_to_sql(seq: ScopeSeq) -> rusqlite::Result<i64> {
+    i64::try_from(seq).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// Column `idx` of `row` as a sequence number (never negative in a file this store wrote).
+fn seq_from_row(row: &Row<'_>, idx: usize) -> rusqlite::Result<ScopeSeq> {
+    let value: i64 = row.get(idx)?;
+    ScopeSeq::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, value))
+}
+
+/// Whether `seqs` (not empty) are `last + 1, last + 2, ...`.
+fn continues(last: ScopeSeq, seqs: impl IntoIterator<Item = ScopeSeq>) -> bool {
+    let mut previous = last;
+    seqs.into_iter().all(|seq| {
+        let next = previous.checked_add(1) == Some(seq);
+        previous = seq;
+        next
+    })
+}
+
+/// Scope `key` with its whole log, all read on `conn`'s current snapshot.
+fn load_scope_in(conn: &Connection, key: &str) -> rusqlite::Result<Option<StoredScope>> {
+    let Some((id, root_uuid, snapshot, snapshot_seq)) = conn
+        .prepare_cached("SELECT id, root_uuid, snapshot, snapshot_seq FROM scopes WHERE key = ?1")?
+        .query_row([key], |row| Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?, seq_from_row(row, 3)?)))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, changeset FROM scope_log WHERE scope_id = ?1 AND seq > ?2 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query(params![id, seq_to_sql(snapshot_seq)?])?;
+    let mut log: Vec<(ScopeSeq, Vec<u8>)> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let seq = seq_from_row(row, 0)?;
+        // Appends only ever continue the log, so a gap means a damaged file. Refusing it beats
+        // replaying a changeset onto a state it was not made for.
+        if seq != snapshot_seq + 1 + log.len() as u64 {
+            let gap = format!("scope {key:?}: log entry {seq} does not continue the sequence");
+            return Err(rusqlite::Error::FromSqlConversionFailure(0, Type::Integer, gap.into()));
+        }
+        log.push((seq, row.get(1)?));
+    }
+    Ok(Some(StoredScope { root_uuid, snapshot, snapshot_seq, log }))
 }
 
 #[cfg(test)]
@@ -1380,5 +1663,398 @@ mod tests {
         assert_send(&store.user_by_name("ned"));
         let store: Arc<dyn Store> = Arc::new(store);
         assert_send(&store.list_users());
+    }
+
+    // ---- Model-sync scopes ----
+
+    /// A changeset as the server might encode it; the store only sees bytes.
+    fn changeset(seq: ScopeSeq) -> Vec<u8> {
+        format!(r#"{{"seq":{seq},"ops":"{}"}}"#, "x".repeat(200 + (seq % 100) as usize)).into_bytes()
+    }
+
+    fn snapshot_at(seq: ScopeSeq) -> Vec<u8> {
+        format!(r#"{{"snapshot_after":{seq}}}"#).into_bytes()
+    }
+
+    fn entries(seqs: impl IntoIterator<Item = ScopeSeq>) -> Vec<(ScopeSeq, Vec<u8>)> {
+        seqs.into_iter().map(|seq| (seq, changeset(seq))).collect()
+    }
+
+    #[tokio::test]
+    async fn scope_create_and_load_round_trip() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        assert_eq!(store.load_scope("doc/1").await.unwrap(), None);
+        assert!(store.scope_keys().await.unwrap().is_empty());
+
+        let created = store.create_scope("doc/1", [1; 16], snapshot_at(0)).await.unwrap();
+        let expected =
+            StoredScope { root_uuid: [1; 16], snapshot: snapshot_at(0), snapshot_seq: 0, log: Vec::new() };
+        assert_eq!(created, expected);
+        assert_eq!(created.last_seq(), 0);
+        assert_eq!(store.load_scope("doc/1").await.unwrap(), Some(expected));
+        // Keys are exact: no case folding, no prefix matching.
+        assert_eq!(store.load_scope("DOC/1").await.unwrap(), None);
+        assert_eq!(store.load_scope("doc/").await.unwrap(), None);
+
+        store.create_scope("doc/0", [2; 16], Vec::new()).await.unwrap();
+        assert_eq!(store.load_scope("doc/0").await.unwrap().unwrap().snapshot, b"");
+        assert_eq!(store.scope_keys().await.unwrap(), ["doc/0", "doc/1"]);
+    }
+
+    #[tokio::test]
+    async fn creating_an_existing_scope_returns_it_unchanged() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        store.create_scope("s", [1; 16], snapshot_at(0)).await.unwrap();
+        store.append_changesets("s", entries(1..=3)).await.unwrap();
+        store.save_snapshot("s", 2, snapshot_at(2)).await.unwrap();
+
+        let again = store.create_scope("s", [9; 16], b"other".to_vec()).await.unwrap();
+        let stored =
+            StoredScope { root_uuid: [1; 16], snapshot: snapshot_at(2), snapshot_seq: 2, log: entries([3]) };
+        assert_eq!(again, stored);
+        assert_eq!(store.load_scope("s").await.unwrap(), Some(stored));
+        assert_eq!(raw_count(&dir.db(), "scopes"), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn two_stores_on_one_file_race_to_create_a_scope() {
+        // Two nodes (or the server and a tool) creating one scope at once: one wins, and every
+        // caller gets the winner's scope back.
+        let dir = TempDir::new();
+        let stores = [
+            Arc::new(SqliteStore::open_in_dir(&dir.0).unwrap()),
+            Arc::new(SqliteStore::open_in_dir(&dir.0).unwrap()),
+        ];
+        let tasks: Vec<_> = (0..32_u8)
+            .map(|i| {
+                let store = Arc::clone(&stores[usize::from(i % 2)]);
+                tokio::spawn(async move { store.create_scope("shared", [i; 16], vec![i; 64]).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap().unwrap());
+        }
+        let winner = &results[0];
+        assert_eq!(winner.snapshot, vec![winner.root_uuid[0]; 64]);
+        assert!(results.iter().all(|scope| scope == winner), "callers got different scopes");
+        assert_eq!(raw_count(&dir.db(), "scopes"), 1);
+        for store in &stores {
+            assert_eq!(store.load_scope("shared").await.unwrap().as_ref(), Some(winner));
+        }
+    }
+
+    #[tokio::test]
+    async fn appended_changesets_load_in_order() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        store.create_scope("a", [1; 16], snapshot_at(0)).await.unwrap();
+        store.create_scope("b", [2; 16], snapshot_at(0)).await.unwrap();
+        store.append_changesets("a", entries([1])).await.unwrap();
+        store.append_changesets("a", entries(2..=50)).await.unwrap();
+        // Another scope's log is separate and numbered on its own.
+        store.append_changesets("b", entries(1..=5)).await.unwrap();
+        store.append_changesets("a", entries(51..=60)).await.unwrap();
+        // Nothing to append: nothing happens.
+        store.append_changesets("a", Vec::new()).await.unwrap();
+
+        let a = store.load_scope("a").await.unwrap().unwrap();
+        assert_eq!(a.log, entries(1..=60));
+        assert_eq!((a.snapshot_seq, a.last_seq()), (0, 60));
+        assert_eq!(store.load_scope("b").await.unwrap().unwrap().log, entries(1..=5));
+        assert_eq!(raw_count(&dir.db(), "scope_log"), 65);
+    }
+
+    #[tokio::test]
+    async fn a_gap_or_a_repeated_seq_is_a_conflict_and_writes_nothing() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        store.create_scope("s", [1; 16], snapshot_at(0)).await.unwrap();
+        store.append_changesets("s", entries(1..=3)).await.unwrap();
+        let before = store.load_scope("s").await.unwrap();
+
+        let refused: [Vec<ScopeSeq>; 8] = [
+            vec![5],          // gap before the batch
+            vec![3],          // repeats the last stored seq
+            vec![1, 2, 3, 4], // overlaps the stored log
+            vec![4, 5, 7],    // gap inside the batch
+            vec![4, 5, 5],    // repeat inside the batch
+            vec![4, 6, 5],    // out of order
+            vec![0],          // seq 0 is the initial state, never a changeset
+            vec![u64::MAX],   // far beyond, and not even representable in SQLite
+        ];
+        for seqs in refused {
+            let result = store.append_changesets("s", entries(seqs.clone())).await;
+            assert!(matches!(result, Err(StoreError::Conflict)), "{seqs:?}: {result:?}");
+            assert_eq!(store.load_scope("s").await.unwrap(), before, "{seqs:?}");
+            assert_eq!(raw_count(&dir.db(), "scope_log"), 3, "{seqs:?}");
+        }
+        assert!(matches!(store.append_changesets("nope", entries([1])).await, Err(StoreError::NotFound)));
+        assert_eq!(raw_count(&dir.db(), "scope_log"), 3);
+
+        // The refusals left the scope appendable where it was.
+        store.append_changesets("s", entries(4..=5)).await.unwrap();
+        assert_eq!(store.load_scope("s").await.unwrap().unwrap().log, entries(1..=5));
+    }
+
+    #[tokio::test]
+    async fn save_snapshot_trims_the_log() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        store.create_scope("s", [1; 16], snapshot_at(0)).await.unwrap();
+        store.create_scope("other", [2; 16], snapshot_at(0)).await.unwrap();
+        store.append_changesets("s", entries(1..=10)).await.unwrap();
+        store.append_changesets("other", entries(1..=10)).await.unwrap();
+
+        store.save_snapshot("s", 4, snapshot_at(4)).await.unwrap();
+        let s = store.load_scope("s").await.unwrap().unwrap();
+        assert_eq!((s.snapshot.as_slice(), s.snapshot_seq), (snapshot_at(4).as_slice(), 4));
+        assert_eq!(s.log, entries(5..=10));
+        assert_eq!(s.root_uuid, [1; 16]);
+        // Only this scope's log is trimmed.
+        assert_eq!(raw_count(&dir.db(), "scope_log"), 6 + 10);
+
+        // Older than the stored snapshot, or past the log: refused, nothing changes.
+        for seq in [3, 11] {
+            let result = store.save_snapshot("s", seq, snapshot_at(seq)).await;
+            assert!(matches!(result, Err(StoreError::Conflict)), "{seq}: {result:?}");
+            assert_eq!(store.load_scope("s").await.unwrap().as_ref(), Some(&s));
+        }
+        // Replacing the snapshot at the same seq is allowed (a retry, or a re-encoding).
+        store.save_snapshot("s", 4, b"re-encoded".to_vec()).await.unwrap();
+        assert_eq!(store.load_scope("s").await.unwrap().unwrap().snapshot, b"re-encoded");
+
+        // A snapshot of everything empties the log; appends continue after it.
+        store.save_snapshot("s", 10, snapshot_at(10)).await.unwrap();
+        let s = store.load_scope("s").await.unwrap().unwrap();
+        assert_eq!((s.snapshot_seq, s.log.len(), s.last_seq()), (10, 0, 10));
+        assert!(matches!(store.append_changesets("s", entries([10])).await, Err(StoreError::Conflict)));
+        store.append_changesets("s", entries(11..=12)).await.unwrap();
+        assert_eq!(store.load_scope("s").await.unwrap().unwrap().log, entries(11..=12));
+
+        assert!(matches!(store.save_snapshot("nope", 0, Vec::new()).await, Err(StoreError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn delete_scope_removes_it_and_its_log() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        for key in ["a", "b"] {
+            store.create_scope(key, [1; 16], snapshot_at(0)).await.unwrap();
+            store.append_changesets(key, entries(1..=5)).await.unwrap();
+        }
+        assert!(store.delete_scope("a").await.unwrap());
+        assert!(!store.delete_scope("a").await.unwrap());
+        assert!(!store.delete_scope("never").await.unwrap());
+        assert_eq!(store.load_scope("a").await.unwrap(), None);
+        assert_eq!(store.scope_keys().await.unwrap(), ["b"]);
+        assert_eq!(raw_count(&dir.db(), "scope_log"), 5);
+        assert_eq!(store.load_scope("b").await.unwrap().unwrap().log, entries(1..=5));
+
+        // Created again, it starts from scratch: no log entry of the old one comes back.
+        let fresh = store.create_scope("a", [3; 16], snapshot_at(0)).await.unwrap();
+        assert_eq!((fresh.root_uuid, fresh.log.len()), ([3; 16], 0));
+        store.append_changesets("a", entries([1])).await.unwrap();
+        assert_eq!(store.load_scope("a").await.unwrap().unwrap().log, entries([1]));
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_scopes() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        store.create_scope("kept", [5; 16], snapshot_at(0)).await.unwrap();
+        store.append_changesets("kept", entries(1..=20)).await.unwrap();
+        store.save_snapshot("kept", 7, snapshot_at(7)).await.unwrap();
+        store.append_changesets("kept", entries(21..=25)).await.unwrap();
+        let before = store.load_scope("kept").await.unwrap().unwrap();
+        drop(store);
+
+        for _ in 0..2 {
+            let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+            assert_eq!(store.load_scope("kept").await.unwrap().as_ref(), Some(&before));
+            assert_eq!(store.scope_keys().await.unwrap(), ["kept"]);
+        }
+        assert_eq!(
+            before,
+            StoredScope {
+                root_uuid: [5; 16],
+                snapshot: snapshot_at(7),
+                snapshot_seq: 7,
+                log: entries(8..=25)
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_big_log_loads_whole_and_in_order() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        store.create_scope("big", [1; 16], snapshot_at(0)).await.unwrap();
+        let total: ScopeSeq = 100_000;
+        for first in (1..=total).step_by(1_000) {
+            store.append_changesets("big", entries(first..first + 1_000)).await.unwrap();
+        }
+        let scope = store.load_scope("big").await.unwrap().unwrap();
+        assert_eq!(scope.log.len(), 100_000);
+        assert_eq!(scope.last_seq(), total);
+        assert!(
+            scope.log.iter().zip(1..).all(|((seq, bytes), want)| *seq == want && *bytes == changeset(want))
+        );
+
+        store.save_snapshot("big", 99_990, snapshot_at(99_990)).await.unwrap();
+        assert_eq!(store.load_scope("big").await.unwrap().unwrap().log, entries(99_991..=total));
+    }
+
+    #[tokio::test]
+    async fn scope_loads_never_come_from_a_held_snapshot() {
+        let dir = TempDir::new();
+        let server = SqliteStore::open_with(&dir.db(), held_snapshots()).unwrap();
+        let other = SqliteStore::open(&dir.db()).unwrap();
+        server.create_scope("s", [1; 16], snapshot_at(0)).await.unwrap();
+        let user = server.create_user(new_user("Ona")).await.unwrap();
+        server.create_session(new_session(user, 1, false, 5_000)).await.unwrap();
+        // The pooled reader now holds a snapshot that a session lookup may reuse...
+        assert!(server.session_by_token(&hash(1)).await.unwrap().is_some());
+        assert!(server.shared.readers.lock().iter().any(|r| r.snapshot.is_some()));
+
+        // ...and another node appends to the scope meanwhile: the load must see it.
+        other.append_changesets("s", entries(1..=3)).await.unwrap();
+        assert_eq!(server.load_scope("s").await.unwrap().unwrap().log, entries(1..=3));
+        other.save_snapshot("s", 3, snapshot_at(3)).await.unwrap();
+        let s = server.load_scope("s").await.unwrap().unwrap();
+        assert_eq!((s.snapshot_seq, s.log.len()), (3, 0));
+        other.delete_scope("s").await.unwrap();
+        assert_eq!(server.load_scope("s").await.unwrap(), None);
+        assert!(server.scope_keys().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated_and_keeps_its_data() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
+        {
+            // A file as the previous release left it: migration 1 only, with an account.
+            let conn = Connection::open(dir.db()).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO users (name, email, password_hash, created_ms) VALUES ('old', NULL, 'phc', 5)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        assert_eq!(store.schema_version(), SUPPORTED_VERSION);
+        assert_eq!(SUPPORTED_VERSION, 2);
+        assert_eq!(store.user_by_name("old").await.unwrap().unwrap().password_hash, "phc");
+        store.create_scope("s", [1; 16], snapshot_at(0)).await.unwrap();
+        store.append_changesets("s", entries(1..=2)).await.unwrap();
+        drop(store);
+
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        assert_eq!(store.load_scope("s").await.unwrap().unwrap().log, entries(1..=2));
+        assert_eq!(user_version(&Connection::open(dir.db()).unwrap()).unwrap(), 2);
+    }
+
+    /// Set (to the database path) in the child process of
+    /// [`acknowledged_appends_survive_sigkill`].
+    const DURABILITY_CHILD_ENV: &str = "TETHER_STORE_DURABILITY_CHILD_DB";
+    const DURABLE_SCOPE: &str = "durable";
+
+    /// Size of the batch that starts after `last`: varied, and known to the checking parent.
+    fn durable_batch_len(last: ScopeSeq) -> ScopeSeq {
+        1 + last % 40
+    }
+
+    /// Every seq that ends a batch, up to `limit`.
+    fn durable_batch_ends(limit: ScopeSeq) -> HashSet<ScopeSeq> {
+        std::iter::successors(Some(0), |&last| Some(last + durable_batch_len(last)))
+            .take_while(|&end| end <= limit)
+            .collect()
+    }
+
+    /// The child of [`acknowledged_appends_survive_sigkill`]: appends batches to the scope
+    /// forever (until killed), printing `acked <seq>` once each append has resolved, and
+    /// saving a snapshot now and then. Does nothing when run as an ordinary test.
+    #[tokio::test]
+    #[ignore = "child process of acknowledged_appends_survive_sigkill"]
+    async fn durability_child() {
+        use std::io::Write;
+        let Some(path) = std::env::var_os(DURABILITY_CHILD_ENV) else { return };
+        let store = SqliteStore::open(Path::new(&path)).unwrap();
+        let scope = store.create_scope(DURABLE_SCOPE, [7; 16], snapshot_at(0)).await.unwrap();
+        let mut last = scope.last_seq();
+        // Bounded so a parent that forgot to kill it cannot leave it running for long.
+        for round in 1..=20_000_u32 {
+            let len = durable_batch_len(last);
+            store.append_changesets(DURABLE_SCOPE, entries(last + 1..=last + len)).await.unwrap();
+            last += len;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "acked {last}").unwrap();
+            out.flush().unwrap();
+            if round % 16 == 0 {
+                store.save_snapshot(DURABLE_SCOPE, last, snapshot_at(last)).await.unwrap();
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn acknowledged_appends_survive_sigkill() {
+        use std::io::BufRead;
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::{Command, Stdio};
+
+        let dir = TempDir::new();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut acked = 0;
+        // Several crashes in a row: each child continues the log the previous one left behind
+        // (recovering the WAL of a killed writer first).
+        for (round, kill_after) in [7_usize, 30, 64].into_iter().enumerate() {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "sqlite::tests::durability_child", "--include-ignored", "--nocapture"])
+                .args(["--test-threads", "1"])
+                .env(DURABILITY_CHILD_ENV, dir.db())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut seen = 0;
+            for line in stdout.lines() {
+                let line = line.unwrap();
+                let Some(seq) = line.strip_prefix("acked ") else { continue };
+                let seq: ScopeSeq = seq.parse().unwrap();
+                assert!(seq > acked, "acks go up: {seq} after {acked}");
+                acked = seq;
+                seen += 1;
+                if seen == kill_after {
+                    // SIGKILL, in the middle of the stream: the next append is already queued
+                    // or committing. Lines printed before the kill are still read below.
+                    child.kill().unwrap();
+                }
+            }
+            let status = child.wait().unwrap();
+            assert!(seen >= kill_after, "round {round}: the child stopped after {seen} acks ({status})");
+            assert_eq!(status.signal(), Some(9), "round {round}: the child was not killed ({status})");
+
+            // Everything acknowledged is there, nothing half-written, and the log is whole.
+            let store = SqliteStore::open(&dir.db()).unwrap();
+            let scope = runtime.block_on(store.load_scope(DURABLE_SCOPE)).unwrap().unwrap();
+            assert!(scope.last_seq() >= acked, "round {round}: acked {acked}, stored {}", scope.last_seq());
+            assert!(
+                durable_batch_ends(scope.last_seq()).contains(&scope.last_seq()),
+                "round {round}: a batch was partly written (ends at {})",
+                scope.last_seq()
+            );
+            assert_eq!(scope.snapshot, snapshot_at(scope.snapshot_seq));
+            assert_eq!(scope.log, entries(scope.snapshot_seq + 1..=scope.last_seq()));
+            // The next child starts from what is stored, which may include one batch that
+            // committed but was never acknowledged.
+            acked = scope.last_seq();
+        }
     }
 }
