@@ -9,10 +9,12 @@
 //! - [`hub`]: channels, subscriptions grouped by distinct filter, fan-out.
 //! - [`namespace`]: per-namespace options and the permission rules built on them.
 //! - [`rate`]: token-bucket rate limiting with caller-supplied time, per key or not.
+//! - [`sync`]: model sync (Jetstream): schemas, scope state, changesets and their validation.
 
 pub mod hub;
 pub mod namespace;
 pub mod rate;
+pub mod sync;
 
 pub use hub::{FormatId, Hub, Publication, PublishStats, Sink, SubscribeError, Subscriber};
 pub use namespace::{Access, ClientRule, NamespaceOptions, Namespaces, SubscribeRule};
