@@ -15,6 +15,11 @@
 //       --server-arg-map FILE: JSON {"<reference serverArgs joined by space>": "<extra args for the command>"}
 //       lets scripts with serverArgs run too; without an entry they are skipped.
 //
+//   --variant DIR: for a script that has DIR/<name>.json, run that script instead, and
+//       compare against (or --record into) DIR/<name>.expected.jsonl when the script
+//       or that file exists there. Tether's deliberate differences from the reference
+//       live in golden/tether/, each with a "description" saying why.
+//
 // Comparison (default "messages"): frames are flattened into messages and
 // objects compared with sorted keys, so batching of messages into frames and
 // key order do not matter; close reasons are compared as parsed JSON when
@@ -43,6 +48,7 @@ function parseArgs(argv) {
     else if (k === '--path') a.path = argv[++i];
     else if (k === '--compare') a.compare = argv[++i];
     else if (k === '--show') a.show = true;
+    else if (k === '--variant') a.variant = path.resolve(argv[++i]);
     else if (k.startsWith('--')) throw new Error(`unknown option ${k}`);
     else a.names.push(k.replace(/\.json$/, '').replace(/^.*\//, ''));
   }
@@ -161,7 +167,11 @@ async function main() {
 
   let passed = 0, failed = 0, skipped = 0;
   for (const name of names) {
-    const script = JSON.parse(fs.readFileSync(path.join(goldenDir, `${name}.json`), 'utf8'));
+    const variantScript = args.variant && path.join(args.variant, `${name}.json`);
+    const variantExpected = args.variant && path.join(args.variant, `${name}.expected.jsonl`);
+    const useVariant = Boolean(args.variant && (fs.existsSync(variantScript) || fs.existsSync(variantExpected)));
+    const scriptFile = useVariant && fs.existsSync(variantScript) ? variantScript : path.join(goldenDir, `${name}.json`);
+    const script = JSON.parse(fs.readFileSync(scriptFile, 'utf8'));
     const serverArgs = script.serverArgs || [];
     let srv = null;
     let url;
@@ -188,7 +198,7 @@ async function main() {
         const err = (srv.child.stderrText || '').split('\n').find((l) => /Error/.test(l)) || '';
         console.log(`NOTE ${name}: server exited with code ${srv.child.exitCode} during the script ${err ? `(${err.trim()})` : ''}`);
       }
-      const expectedFile = path.join(goldenDir, `${name}.expected.jsonl`);
+      const expectedFile = useVariant ? variantExpected : path.join(goldenDir, `${name}.expected.jsonl`);
       if (args.show) console.log(res.lines.join('\n'));
       if (args.record) {
         fs.writeFileSync(expectedFile, res.lines.join('\n') + '\n');
@@ -203,7 +213,7 @@ async function main() {
         : [toMessages(expectedLines), toMessages(res.lines)];
       if (JSON.stringify(e) === JSON.stringify(a)) {
         passed++;
-        console.log(`PASS ${name}`);
+        console.log(`PASS ${name}${useVariant ? ' (deliberate difference: ' + path.relative(here, expectedFile) + ')' : ''}`);
       } else {
         failed++;
         console.log(`FAIL ${name}${res.ok ? '' : ' (script step failed)'}\n${diff(e, a)}`);

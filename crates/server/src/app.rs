@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
     let mut r = Router::new()
         .route("/ws", get(native::handler))
         .route("/sse", get(sse::handler))
+        .route("/jetstream", get(crate::dialects::jetstream::handler))
         .route("/api/publish", post(api::publish))
         .route("/api/broadcast", post(api::broadcast))
         .route("/api/batch", post(api::batch))
@@ -142,11 +143,15 @@ async fn housekeeping(state: AppState) {
     let mut purge = tokio::time::interval(Duration::from_secs(60));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Jetstream sessions expire after minutes; a one-second sweep is precise enough.
+    let mut sync_sweep = tokio::time::interval(Duration::from_secs(1));
+    sync_sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => return,
             _ = sweep.tick() => state.auth.sweep_live_sessions().await,
             _ = purge.tick() => state.auth.housekeeping().await,
+            _ = sync_sweep.tick() => if let Some(sync) = &state.sync { sync.sweep() },
         }
     }
 }

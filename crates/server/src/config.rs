@@ -76,6 +76,8 @@ pub struct Config {
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// The event-server dialect (`POST /event`, `/events`).
     pub event_server: EventServerConfig,
+    /// Model sync (the Jetstream dialect on `/jetstream`).
+    pub sync: SyncConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Conformance-testing switches; never enable in production.
@@ -98,6 +100,7 @@ impl Default for Config {
             default_namespace: NamespaceConfig::default(),
             namespaces: BTreeMap::new(),
             event_server: EventServerConfig::default(),
+            sync: SyncConfig::default(),
             shutdown: ShutdownConfig::default(),
             testing: TestingConfig::default(),
         }
@@ -516,6 +519,80 @@ impl Default for EventServerConfig {
     }
 }
 
+/// Model sync: the schema, the scope templates, and the Jetstream session rules. See
+/// `docs/dialects/jetstream.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// The schema file (TOML). Without one, `/jetstream` is not served.
+    pub schema: Option<PathBuf>,
+    /// Scope templates: which scope names exist and how they start. First match wins.
+    pub scopes: Vec<ScopeTemplateConfig>,
+    /// A session is forgotten after this long without a client message (the reference's
+    /// 10 minutes); its socket, if any, is closed with 4097.
+    pub session_expiry_s: u64,
+    /// Time a new socket has to send `SessionCreate`, in milliseconds.
+    pub establish_timeout_ms: u64,
+    /// Keep-alive `Ping` period, in milliseconds.
+    pub ping_interval_ms: u64,
+    /// Most unacknowledged server messages a session may hold; beyond, it is dropped
+    /// (4097) rather than grow without bound.
+    pub max_unacked: usize,
+    /// Most scopes one session may fetch.
+    pub max_scopes_per_session: usize,
+    /// Most live sessions (`SessionCreate` is refused beyond).
+    pub max_sessions: usize,
+    /// Commands queued per scope before fetches and changesets are refused as busy.
+    pub scope_queue: usize,
+    /// Changesets between stored snapshots of a scope (the log is replayed from the last
+    /// snapshot on load).
+    pub snapshot_every: u64,
+    /// A scope without members leaves memory after this long, in milliseconds.
+    pub idle_unload_ms: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            scopes: Vec::new(),
+            session_expiry_s: 600,
+            establish_timeout_ms: 10_000,
+            ping_interval_ms: 10_000,
+            max_unacked: 10_000,
+            max_scopes_per_session: 64,
+            max_sessions: 100_000,
+            scope_queue: 10_000,
+            snapshot_every: 1_000,
+            idle_unload_ms: 60_000,
+        }
+    }
+}
+
+/// One scope template.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeTemplateConfig {
+    /// The scope name, or a prefix followed by `*` (`room-*`).
+    pub name: String,
+    /// Model of the scope's root object.
+    pub root: String,
+    /// Initial property values of the root, as on the wire (a table).
+    #[serde(default)]
+    pub initial: serde_json::Map<String, serde_json::Value>,
+    /// Who may fetch: `anyone`, `authenticated`, or `granted` (a JWT grant whose channel
+    /// pattern matches the scope name).
+    #[serde(default = "anyone")]
+    pub fetch: SubscribeRule,
+    /// Names of the scope params a fetch may carry (a scope is one per distinct params).
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
+fn anyone() -> SubscribeRule {
+    SubscribeRule::Anyone
+}
+
 /// Graceful shutdown.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -641,6 +718,19 @@ impl Config {
         }
         if ws.outbound_queue == 0 {
             return Err(invalid("websocket.outbound_queue must be above 0".to_owned()));
+        }
+        let sy = &self.sync;
+        if sy.session_expiry_s == 0
+            || sy.establish_timeout_ms == 0
+            || sy.ping_interval_ms == 0
+            || sy.max_unacked == 0
+            || sy.max_scopes_per_session == 0
+            || sy.max_sessions == 0
+            || sy.scope_queue == 0
+            || sy.snapshot_every == 0
+            || sy.idle_unload_ms == 0
+        {
+            return Err(invalid("sync: every limit and interval must be above 0".to_owned()));
         }
         if self.sse.heartbeat_ms == 0 {
             return Err(invalid("sse.heartbeat_ms must be above 0".to_owned()));

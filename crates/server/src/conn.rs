@@ -68,6 +68,9 @@ pub enum Heartbeat {
     App(Utf8Bytes),
     /// A WebSocket ping control frame, answered by the client's library.
     WsPing,
+    /// A frame the dialect builds when the heartbeat is due
+    /// ([`Dialect::heartbeat_frame`]), e.g. one carrying its current acknowledgement.
+    Custom,
     /// None (echo route).
     Off,
 }
@@ -158,8 +161,17 @@ pub trait Dialect: Send {
     fn handshake_deadline(&self) -> Option<(Duration, u16)> {
         None
     }
+    /// The close reason for a timeout closing with `code` (from
+    /// [`Dialect::idle_timeout`] or [`Dialect::handshake_deadline`]).
+    fn timeout_reason(&self, _code: u16) -> &'static str {
+        "idle timeout"
+    }
     /// Heartbeat kind.
     fn heartbeat(&self) -> Heartbeat;
+    /// The heartbeat frame, for [`Heartbeat::Custom`] (`None`: skip this beat).
+    fn heartbeat_frame(&mut self) -> Option<Message> {
+        None
+    }
     /// Handles a text message; replies go to `out`.
     fn on_text(&mut self, text: Utf8Bytes, out: &mut Vec<Message>) -> Flow;
     /// Handles a binary message (by default a protocol violation).
@@ -401,13 +413,17 @@ pub async fn run<S, D>(
             () = &mut timer => {
                 let now = Instant::now();
                 if now >= idle_deadline {
-                    break Exit::Close(idle_code, "idle timeout");
+                    break Exit::Close(idle_code, dialect.timeout_reason(idle_code));
                 }
                 if now >= next_ping {
                     next_ping = now + cfg.ping_interval;
                     let m = match heartbeat {
                         Heartbeat::App(t) => Message::Text(t),
                         Heartbeat::WsPing => Message::Ping(bytes::Bytes::new()),
+                        Heartbeat::Custom => match dialect.heartbeat_frame() {
+                            Some(m) => m,
+                            None => continue,
+                        },
                         Heartbeat::Off => continue,
                     };
                     out.push(m);

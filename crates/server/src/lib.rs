@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod sse;
 pub mod state;
+pub mod sync;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -62,16 +62,20 @@ pub enum Transport {
     EventServer,
     /// Autobahn echo.
     Echo,
+    /// Jetstream `/jetstream`.
+    Jetstream,
 }
 
 impl Transport {
-    const ALL: [Transport; 4] = [Transport::Native, Transport::Sse, Transport::EventServer, Transport::Echo];
+    const ALL: [Transport; 5] =
+        [Transport::Native, Transport::Sse, Transport::EventServer, Transport::Echo, Transport::Jetstream];
     fn label(self) -> &'static str {
         match self {
             Transport::Native => "ws",
             Transport::Sse => "sse",
             Transport::EventServer => "event_server",
             Transport::Echo => "echo",
+            Transport::Jetstream => "jetstream",
         }
     }
 }
@@ -79,8 +83,8 @@ impl Transport {
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
-    connections: [AtomicI64; 4],
-    connections_total: [AtomicU64; 4],
+    connections: [AtomicI64; 5],
+    connections_total: [AtomicU64; 5],
     /// Publications accepted (from any source).
     pub publications: AtomicU64,
     /// Frames handed to connection queues.

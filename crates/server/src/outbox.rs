@@ -90,6 +90,12 @@ impl Outbox {
         st.queue = VecDeque::new();
     }
 
+    /// Drops the frames queued and not yet taken (the Jetstream dialect resends them
+    /// itself, in one frame, after a resume).
+    pub fn clear(&self) {
+        self.state.lock().queue.clear();
+    }
+
     /// Frames currently queued.
     pub fn len(&self) -> usize {
         self.state.lock().queue.len()

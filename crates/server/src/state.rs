@@ -55,7 +55,20 @@ pub struct Shared {
     pub auth: Auth,
     /// The event-server token file, when configured.
     pub event_tokens: Option<TokenFile>,
+    /// Model sync (`/jetstream`), when a schema is configured.
+    pub sync: Option<Arc<crate::sync::SyncShared>>,
     next_conn: AtomicU64,
+}
+
+/// Why the server state could not be built (at start-up).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The auth configuration.
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// The sync schema or scope templates.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncSetupError),
 }
 
 /// Shared state handle.
@@ -69,7 +82,7 @@ impl Shared {
         api_keys: &HashSet<String>,
         store: Arc<dyn Store>,
         clock: Clock,
-    ) -> Result<Self, AuthSetupError> {
+    ) -> Result<Self, SetupError> {
         let hub = Hub::new(vec![
             Box::new(crate::dialects::native::encode_push),
             Box::new(crate::sse::encode_event),
@@ -77,7 +90,12 @@ impl Shared {
         ]);
         let formats = Formats { native: hub.format(0), sse: hub.format(1), event_server: hub.format(2) };
         let keys = ApiKeys::new(api_keys, &config.scoped_api_keys);
-        let auth = Auth::new(&config.auth, store, clock, keys)?;
+        let auth = Auth::new(&config.auth, Arc::clone(&store), clock, keys)?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let sync =
+            crate::sync::SyncShared::from_config(&config.sync, store, tasks.clone(), shutdown.clone())?
+                .map(Arc::new);
         let event_tokens = config.event_server.tokens_file.clone().map(TokenFile::new);
         let limiter = ConnLimiter::new(config.limits.max_connections, config.limits.max_connections_per_ip);
         Ok(Self {
@@ -86,8 +104,9 @@ impl Shared {
             hub,
             formats,
             metrics: Arc::new(Metrics::new()),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            shutdown,
+            tasks,
+            sync,
             limiter,
             auth,
             event_tokens,

@@ -3,6 +3,7 @@
 
 pub mod echo;
 pub mod event_server;
+pub mod jetstream;
 pub mod native;
 
 use std::net::SocketAddr;

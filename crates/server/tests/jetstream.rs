@@ -1,0 +1,347 @@
+//! The Jetstream dialect over real sockets: the reference's golden traces (seed-systems.md
+//! §1.4), resume, close codes, atomic changesets and durability across restarts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tether_server::{Config, RunningServer};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The reference demo's models (demos/app.js), in Tether's schema format.
+const SCHEMA: &str = r#"
+[enums]
+MessageStatus = { Sent = 0, Read = 1 }
+
+[models.Canvas]
+name = "String"
+shapes = "[Shape]"
+
+[models.Shape]
+x = "Number"
+y = "Number"
+width = "Number"
+height = "Number"
+color = "Number"
+
+[models.ChatRoom]
+name = "String"
+users = "[User]"
+messages = "[Message]"
+
+[models.User]
+username = "String"
+lastActive = "Date"
+
+[models.Message]
+author = "User"
+text = "String"
+postedAt = "Date"
+status = "MessageStatus"
+attributes = "[Attributes]"
+
+[models.Attributes]
+kind = "String"
+"#;
+
+const SHAPE_1: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+
+/// A config with the demo schema and its two scopes.
+fn jet_config() -> Config {
+    let mut c = config();
+    let schema = c.data_dir.join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let extra = format!(
+        r#"
+        [sync]
+        schema = {schema:?}
+        [[sync.scopes]]
+        name = "Canvas"
+        root = "Canvas"
+        initial = {{ name = "Shapes Demo" }}
+        [[sync.scopes]]
+        name = "ChatRoom"
+        root = "ChatRoom"
+        initial = {{ name = "Room" }}
+        "#
+    );
+    let mut table: toml::Table = toml::from_str(&extra).unwrap();
+    let sync = table.remove("sync").unwrap();
+    c.sync = sync.try_into().unwrap();
+    c
+}
+
+async fn open(server: &RunningServer, query: &str) -> Ws {
+    ws(server, &format!("/jetstream{query}")).await
+}
+
+/// The messages of the next frame that are not keep-alive pings.
+async fn recv_msgs(ws: &mut Ws) -> Vec<Value> {
+    loop {
+        let frame = recv_json(ws).await;
+        let msgs = frame.as_array().expect("the server sends arrays").clone();
+        let keepalive = msgs.len() == 1 && msgs[0]["type"] == "Ping" && msgs[0]["resendMissing"] == false;
+        if !keepalive {
+            return msgs;
+        }
+    }
+}
+
+/// Creates a session and fetches `scope`; returns the token and the ScopeState message.
+async fn session_with(ws: &mut Ws, scope: &str) -> (String, Value) {
+    send(ws, r#"{"type":"SessionCreate","index":0,"version":"0.1.0","params":{}}"#).await;
+    let reply = recv_msgs(ws).await;
+    assert_eq!(reply[0]["type"], "SessionCreateReply", "{reply:?}");
+    assert_eq!(reply[0]["index"], 0);
+    let token = reply[0]["sessionToken"].as_str().expect("token").to_owned();
+    send(ws, &json!({"type":"ScopeFetch","index":1,"name":scope,"params":{}}).to_string()).await;
+    let mut msgs = recv_msgs(ws).await;
+    if msgs.len() == 1 {
+        msgs.extend(recv_msgs(ws).await);
+    }
+    assert_eq!(msgs[0], json!({"type":"ScopeFetchReply","index":1,"replyTo":1,"scopeIndex":0}));
+    assert_eq!(msgs[1]["type"], "ScopeState");
+    (token, msgs[1].clone())
+}
+
+fn add_shape_sync(index: u64, root: &str) -> String {
+    json!({"type":"ScopeSync","index":index,"scopeIndex":0,"atomic":false,"fragments":[
+        {"type":"change","uuid":root,"clsName":"Canvas","properties":{"shapes":[SHAPE_1]}},
+        {"type":"add","uuid":SHAPE_1.to_uppercase(),"clsName":"Shape","properties":{"x":10,"y":20,"width":100,"height":100,"color":255}},
+        {"type":"add","uuid":"aaaaaaaa-0000-4000-8000-000000000002","clsName":"Shape","properties":{"x":"bad"}},
+        {"type":"change","uuid":"bbbbbbbb-0000-4000-8000-000000000009","clsName":"Shape","properties":{"x":1}}
+    ]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn golden_trace_handshake_fetch_sync_ping() {
+    let server = start(jet_config()).await;
+    let mut ws = open(&server, "").await;
+    let (_, state) = session_with(&mut ws, "Canvas").await;
+    assert_eq!(state["index"], 2);
+    assert_eq!(state["scopeIndex"], 0);
+    let root = state["rootUUID"].as_str().unwrap().to_owned();
+    assert_eq!(
+        state["fragments"],
+        json!([{"type":"change","uuid":root,"clsName":"Canvas","properties":{"name":"Shapes Demo","shapes":[]}}])
+    );
+
+    send(&mut ws, &add_shape_sync(2, &root)).await;
+    let reply = recv_msgs(&mut ws).await;
+    assert_eq!(
+        reply,
+        [json!({"type":"ScopeSyncReply","index":3,"replyTo":2,"fragmentReplies":[
+            {},{},
+            {"error":{"message":"Not valid type at 'x', should be Number"}},
+            {"error":{"message":"ModelObject not found"}}
+        ]})]
+    );
+
+    // Acknowledge nothing and ask for a resend: our Ping, then every unacknowledged message.
+    send(&mut ws, r#"{"type":"Ping","index":0,"ack":0,"resendMissing":true}"#).await;
+    let resent = recv_msgs(&mut ws).await;
+    assert_eq!(resent[0], json!({"type":"Ping","index":0,"ack":2,"resendMissing":true}));
+    let indices: Vec<u64> = resent[1..].iter().map(|m| m["index"].as_u64().unwrap()).collect();
+    assert_eq!(indices, [1, 2, 3]);
+    // After an ack of 3 nothing is left to resend.
+    send(&mut ws, r#"{"type":"Ping","index":0,"ack":3,"resendMissing":true}"#).await;
+    assert_eq!(recv_msgs(&mut ws).await, [json!({"type":"Ping","index":0,"ack":2,"resendMissing":true})]);
+
+    send(&mut ws, r#"{"type":"ScopeFetch","index":3,"name":"Nope"}"#).await;
+    assert_eq!(
+        recv_msgs(&mut ws).await,
+        [
+            json!({"type":"ScopeFetchReply","index":4,"replyTo":3,"scopeIndex":4_294_967_295_u64,"error":{"message":"No such scope"}})
+        ]
+    );
+    // A sync to a scope index the session does not have.
+    send(&mut ws, r#"{"type":"ScopeSync","index":4,"scopeIndex":7,"fragments":[{"type":"change","uuid":"aaaaaaaa-0000-4000-8000-000000000001","clsName":"Shape","properties":{"x":1}}]}"#).await;
+    assert_eq!(
+        recv_msgs(&mut ws).await,
+        [json!({"type":"ScopeSyncReply","index":5,"replyTo":4,"fragmentReplies":[
+            {"error":{"message":"Scope at index 7 was not found","type":"scope-index-not-found"}}
+        ]})]
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn other_sessions_receive_exactly_the_applied_fragments_and_duplicates_are_dropped() {
+    let server = start(jet_config()).await;
+    let mut a = open(&server, "").await;
+    let mut b = open(&server, "").await;
+    let (_, state) = session_with(&mut a, "Canvas").await;
+    session_with(&mut b, "Canvas").await;
+    let root = state["rootUUID"].as_str().unwrap().to_owned();
+
+    send(&mut a, &add_shape_sync(2, &root)).await;
+    assert_eq!(recv_msgs(&mut a).await[0]["type"], "ScopeSyncReply");
+    let got = recv_msgs(&mut b).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["type"], "ScopeSync");
+    assert_eq!(got[0]["index"], 3);
+    assert_eq!(got[0]["scopeIndex"], 0);
+    let frags = got[0]["fragments"].as_array().unwrap();
+    assert_eq!(frags.len(), 2, "only the two applied fragments: {frags:?}");
+    assert_eq!(frags[1]["uuid"], SHAPE_1, "UUIDs are normalised to lower case");
+
+    // The same index again is dropped silently; the next index is answered.
+    send(&mut a, &add_shape_sync(2, &root)).await;
+    send(&mut a, r#"{"type":"Ping","index":0,"ack":3,"resendMissing":true}"#).await;
+    assert_eq!(recv_msgs(&mut a).await, [json!({"type":"Ping","index":0,"ack":2,"resendMissing":true})]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn atomic_changeset_with_one_invalid_fragment_changes_nothing() {
+    let server = start(jet_config()).await;
+    let mut a = open(&server, "").await;
+    let mut b = open(&server, "").await;
+    let (_, state) = session_with(&mut a, "Canvas").await;
+    session_with(&mut b, "Canvas").await;
+    let root = state["rootUUID"].as_str().unwrap().to_owned();
+    let mut sync: Value = serde_json::from_str(&add_shape_sync(2, &root)).unwrap();
+    sync["atomic"] = json!(true);
+    send(&mut a, &sync.to_string()).await;
+    let reply = recv_msgs(&mut a).await;
+    let replies = reply[0]["fragmentReplies"].as_array().unwrap();
+    assert_eq!(replies.len(), 4);
+    assert!(replies.iter().all(|r| r.get("error").is_some()), "{replies:?}");
+    assert_eq!(replies[0]["error"]["type"], "atomic-changeset-rejected");
+    assert_eq!(replies[2]["error"]["message"], "Not valid type at 'x', should be Number");
+
+    // Nothing applied: a new session sees the initial state, and B got no broadcast.
+    let mut c = open(&server, "").await;
+    let (_, state) = session_with(&mut c, "Canvas").await;
+    assert_eq!(state["fragments"].as_array().unwrap().len(), 1, "{state}");
+    send(&mut b, r#"{"type":"Ping","index":0,"ack":2,"resendMissing":true}"#).await;
+    assert_eq!(recv_msgs(&mut b).await.len(), 1, "only our Ping: nothing was broadcast");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn resume_by_query_parameter_and_by_header_loses_nothing() {
+    let server = start(jet_config()).await;
+    let mut a = open(&server, "").await;
+    let mut b = open(&server, "").await;
+    let (token, state) = session_with(&mut a, "Canvas").await;
+    session_with(&mut b, "Canvas").await;
+    let root = state["rootUUID"].as_str().unwrap().to_owned();
+    // A's socket drops; B changes the canvas meanwhile.
+    drop(a);
+    send(&mut b, &add_shape_sync(2, &root)).await;
+    assert_eq!(recv_msgs(&mut b).await[0]["type"], "ScopeSyncReply");
+
+    // Resume with the query parameter (what a browser can do), acknowledging index 2.
+    let mut a = open(&server, &format!("?x-jetstream-sessiontoken={token}")).await;
+    send(&mut a, r#"{"type":"Ping","index":0,"ack":2,"resendMissing":true}"#).await;
+    let msgs = recv_msgs(&mut a).await;
+    assert_eq!(msgs[0]["type"], "Ping");
+    assert_eq!(msgs[1]["type"], "ScopeSync", "{msgs:?}");
+    assert_eq!(msgs[1]["index"], 3);
+    assert_eq!(msgs[1]["fragments"].as_array().unwrap().len(), 2);
+
+    // And with the header, the old socket being replaced.
+    let mut req = format!("ws://{}/jetstream", server.addr).into_client_request().unwrap();
+    req.headers_mut().insert("X-Jetstream-SessionToken", token.parse().unwrap());
+    let (mut a2, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(recv_close(&mut a).await, Some(1000), "the replaced socket is closed");
+    send(&mut a2, r#"{"type":"Ping","index":0,"ack":3,"resendMissing":true}"#).await;
+    assert_eq!(recv_msgs(&mut a2).await, [json!({"type":"Ping","index":0,"ack":1,"resendMissing":true})]);
+    server.shutdown().await.unwrap();
+}
+
+/// The close frame's code and reason.
+async fn close_frame(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("close within WAIT") {
+            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(Message::Close(None))) => panic!("close without a code"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("socket error instead of a close frame: {e}"),
+            None => panic!("socket ended without a close frame"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn refusals_close_with_4096_and_a_reason_that_fits() {
+    let server = start(jet_config()).await;
+    let mut ws = open(&server, "?x-jetstream-sessiontoken=nope").await;
+    let (code, reason) = close_frame(&mut ws).await;
+    assert_eq!(code, 4096);
+    assert_eq!(
+        serde_json::from_str::<Value>(&reason).unwrap(),
+        json!({"message":"Session token unrecognized","type":"session-token-unrecognized"})
+    );
+
+    let mut ws = open(&server, "").await;
+    send(&mut ws, r#"{"type":"ScopeFetch","index":1,"name":"Canvas"}"#).await;
+    let (code, reason) = close_frame(&mut ws).await;
+    assert_eq!(code, 4096);
+    assert_eq!(serde_json::from_str::<Value>(&reason).unwrap()["type"], "unrecognized-handshake");
+
+    let mut ws = open(&server, "").await;
+    ws.send(Message::Text("not json".into())).await.unwrap();
+    assert_eq!(close_frame(&mut ws).await.0, 4096);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn establish_timeout_and_inactivity_expiry() {
+    let mut cfg = jet_config();
+    cfg.sync.establish_timeout_ms = 200;
+    cfg.sync.session_expiry_s = 1;
+    cfg.sync.ping_interval_ms = 60_000;
+    let server = start(cfg).await;
+    let mut ws = open(&server, "").await;
+    let (code, reason) = close_frame(&mut ws).await;
+    assert_eq!(code, 4096);
+    assert_eq!(serde_json::from_str::<Value>(&reason).unwrap()["type"], "session-establish-timedout");
+
+    let mut ws = open(&server, "").await;
+    let (token, _) = session_with(&mut ws, "Canvas").await;
+    // Silent for longer than the expiry: closed with 4097, and the token is forgotten.
+    let (code, _) = close_frame(&mut ws).await;
+    assert_eq!(code, 4097);
+    let mut again = open(&server, &format!("?x-jetstream-sessiontoken={token}")).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (code, _) = close_frame(&mut again).await;
+        if code == 4096 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        again = open(&server, &format!("?x-jetstream-sessiontoken={token}")).await;
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn acknowledged_changes_survive_a_restart() {
+    let cfg = jet_config();
+    let server = start(cfg.clone()).await;
+    let mut a = open(&server, "").await;
+    let (_, state) = session_with(&mut a, "Canvas").await;
+    let root = state["rootUUID"].as_str().unwrap().to_owned();
+    send(&mut a, &add_shape_sync(2, &root)).await;
+    assert_eq!(recv_msgs(&mut a).await[0]["type"], "ScopeSyncReply");
+    drop(a);
+    server.shutdown().await.unwrap();
+
+    let server = start(cfg).await;
+    let mut b = open(&server, "").await;
+    let (_, state) = session_with(&mut b, "Canvas").await;
+    assert_eq!(state["rootUUID"], root.as_str(), "same scope");
+    let frags = state["fragments"].as_array().unwrap();
+    assert_eq!(frags.len(), 2, "{frags:?}");
+    assert_eq!(frags[0]["properties"]["shapes"], json!([SHAPE_1]));
+    assert_eq!(frags[1]["properties"]["x"], 10);
+    server.shutdown().await.unwrap();
+}
