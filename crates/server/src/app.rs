@@ -79,7 +79,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(state.hub.subscription_count(), state.hub.channel_count());
+    let mut body = state.metrics.render(state.hub.subscription_count(), state.hub.channel_count());
+    if let Some(sync) = &state.sync {
+        sync.render_metrics(&mut body);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

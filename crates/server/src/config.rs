@@ -549,6 +549,12 @@ pub struct SyncConfig {
     pub snapshot_every: u64,
     /// A scope without members leaves memory after this long, in milliseconds.
     pub idle_unload_ms: u64,
+    /// Messages per second one Jetstream socket may send (0: unlimited). Above it the
+    /// socket is closed with 4008; the client resumes and resends what was not
+    /// acknowledged, so nothing is lost. Replaces `limits.inbound_rate` on `/jetstream`.
+    pub inbound_rate: u32,
+    /// Burst above `inbound_rate`.
+    pub inbound_burst: u32,
 }
 
 impl Default for SyncConfig {
@@ -565,6 +571,8 @@ impl Default for SyncConfig {
             scope_queue: 10_000,
             snapshot_every: 1_000,
             idle_unload_ms: 60_000,
+            inbound_rate: 10_000,
+            inbound_burst: 10_000,
         }
     }
 }
@@ -719,6 +727,7 @@ impl Config {
         if ws.outbound_queue == 0 {
             return Err(invalid("websocket.outbound_queue must be above 0".to_owned()));
         }
+        crate::sync::load(&self.sync).map_err(|e| invalid(e.to_string()))?;
         let sy = &self.sync;
         if sy.session_expiry_s == 0
             || sy.establish_timeout_ms == 0

@@ -180,6 +180,12 @@ pub trait Dialect: Send {
     }
     /// A text message arrived above the rate limit; it was not processed.
     fn on_rate_limited(&mut self, text: &str, out: &mut Vec<Message>);
+    /// Messages over the rate limit tolerated in a row before the connection is closed
+    /// with 4008. A protocol whose client resends what was not acknowledged (Jetstream)
+    /// closes at once: a dropped message would otherwise be lost.
+    fn rate_limit_strikes(&self) -> u32 {
+        RATE_LIMIT_STRIKES
+    }
     /// Handles an event from the connection's mailbox; replies go to `out`.
     fn on_event(&mut self, event: Self::Event, out: &mut Vec<Message>) -> Flow;
     /// The connection is over: release subscriptions.
@@ -373,7 +379,7 @@ pub async fn run<S, D>(
                         } else {
                             strikes += 1;
                             dialect.on_rate_limited(&t, &mut out);
-                            if strikes > RATE_LIMIT_STRIKES {
+                            if strikes > dialect.rate_limit_strikes() {
                                 Flow::Close(close::RATE_LIMIT, "rate limit exceeded")
                             } else {
                                 Flow::Continue
@@ -388,7 +394,7 @@ pub async fn run<S, D>(
                         } else {
                             strikes += 1;
                             dialect.on_rate_limited(std::str::from_utf8(&b).unwrap_or(""), &mut out);
-                            if strikes > RATE_LIMIT_STRIKES {
+                            if strikes > dialect.rate_limit_strikes() {
                                 Flow::Close(close::RATE_LIMIT, "rate limit exceeded")
                             } else {
                                 Flow::Continue

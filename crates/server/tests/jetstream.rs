@@ -345,3 +345,243 @@ async fn acknowledged_changes_survive_a_restart() {
     assert_eq!(frags[1]["properties"]["x"], 10);
     server.shutdown().await.unwrap();
 }
+
+/// A `tether serve` child process with the demo schema on a free port.
+struct Child {
+    proc: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+/// Starts the real binary on `dir` (config and data) and waits until it accepts.
+async fn spawn_tether(dir: &std::path::Path) -> Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let schema = dir.join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let config = dir.join("tether.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\nlevel = \"warn\"\n[sync]\nschema = {schema:?}\n[[sync.scopes]]\nname = \"Canvas\"\nroot = \"Canvas\"\n"
+        ),
+    )
+    .unwrap();
+    let proc = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "tether did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Child { proc, addr }
+}
+
+async fn open_at(addr: std::net::SocketAddr) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{addr}/jetstream")).await.unwrap().0
+}
+
+fn shape_uuid(i: u64) -> String {
+    format!("aaaaaaaa-0000-4000-8000-{i:012x}")
+}
+
+#[tokio::test]
+async fn kill_9_during_a_stream_of_changesets_loses_no_acknowledged_one() {
+    let dir = fresh_dir("kill9");
+    let child = spawn_tether(&dir).await;
+    let mut ws = open_at(child.addr).await;
+    let (_, state) = session_with(&mut ws, "Canvas").await;
+    let root = state["rootUUID"].as_str().unwrap().to_owned();
+
+    // Changeset i adds shape i and appends it to the canvas. All are sent at once
+    // (pipelined); acknowledgements are read while the process is killed under them.
+    const N: u64 = 3_000;
+    let (mut tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        let mut shapes = Vec::new();
+        for i in 1..=N {
+            shapes.push(shape_uuid(i));
+            let sync = json!({"type":"ScopeSync","index":i + 1,"scopeIndex":0,"fragments":[
+                {"type":"change","uuid":root,"clsName":"Canvas","properties":{"shapes":shapes}},
+                {"type":"add","uuid":shape_uuid(i),"clsName":"Shape","properties":{"x":i}}
+            ]});
+            if tx.send(Message::Text(sync.to_string().into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut acked = 0u64;
+    let mut child = child;
+    loop {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout(WAIT, rx.next()).await else { break };
+        let Message::Text(t) = msg else { continue };
+        let frame: Value = serde_json::from_str(&t).unwrap();
+        for m in frame.as_array().unwrap() {
+            if m["type"] == "ScopeSyncReply" {
+                assert_eq!(m["fragmentReplies"], json!([{}, {}]), "{m}");
+                let changeset = m["replyTo"].as_u64().unwrap() - 1;
+                assert_eq!(changeset, acked + 1, "replies come in order");
+                acked = changeset;
+            }
+        }
+        if acked >= 300 {
+            child.proc.kill().unwrap(); // SIGKILL
+            child.proc.wait().unwrap();
+            break;
+        }
+    }
+    sender.abort();
+    assert!(acked >= 300, "only {acked} changesets acknowledged before the stream ended");
+
+    let child = spawn_tether(&dir).await;
+    let mut ws = open_at(child.addr).await;
+    let (_, state) = session_with(&mut ws, "Canvas").await;
+    let frags = state["fragments"].as_array().unwrap();
+    let shapes = frags[0]["properties"]["shapes"].as_array().unwrap();
+    let stored = shapes.len() as u64;
+    assert!(stored >= acked, "{stored} changesets restored, {acked} were acknowledged");
+    // A prefix, in order, each shape with its own value: nothing torn, nothing reordered.
+    for (i, s) in shapes.iter().enumerate() {
+        assert_eq!(s, &json!(shape_uuid(i as u64 + 1)));
+    }
+    assert_eq!(frags.len() as u64, stored + 1, "every listed shape exists");
+    for (i, f) in frags[1..].iter().enumerate() {
+        assert_eq!(f["properties"]["x"], i + 1);
+    }
+}
+
+#[tokio::test]
+async fn an_idle_scope_leaves_memory_and_is_reloaded_on_fetch() {
+    let mut cfg = jet_config();
+    cfg.sync.session_expiry_s = 1;
+    cfg.sync.idle_unload_ms = 100;
+    let server = start(cfg).await;
+    let loaded = || async {
+        let (_, body) = http(&server, "GET", "/metrics", &[], "").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix("tether_sync_scopes_loaded "))
+            .map(|v| v.parse::<u64>().unwrap())
+            .unwrap()
+    };
+    let mut a = open(&server, "").await;
+    let (_, state) = session_with(&mut a, "Canvas").await;
+    let root = state["rootUUID"].as_str().unwrap().to_owned();
+    send(&mut a, &add_shape_sync(2, &root)).await;
+    assert_eq!(recv_msgs(&mut a).await[0]["type"], "ScopeSyncReply");
+    assert_eq!(loaded().await, 1);
+    drop(a);
+    // The session expires (1 s), leaves the scope, and the scope unloads 100 ms later.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while loaded().await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the scope never left memory");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut b = open(&server, "").await;
+    let (_, state) = session_with(&mut b, "Canvas").await;
+    assert_eq!(state["rootUUID"], root.as_str());
+    assert_eq!(state["fragments"].as_array().unwrap().len(), 2, "reloaded with the shape: {state}");
+    assert_eq!(loaded().await, 1);
+    drop(b);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn over_the_rate_limit_the_socket_closes_and_the_session_resumes_without_loss() {
+    let mut cfg = jet_config();
+    cfg.sync.inbound_rate = 1;
+    cfg.sync.inbound_burst = 4;
+    let server = start(cfg).await;
+    let mut a = open(&server, "").await;
+    let (token, state) = session_with(&mut a, "Canvas").await;
+    let root = state["rootUUID"].as_str().unwrap().to_owned();
+    let rename = |i: u64| {
+        json!({"type":"ScopeSync","index":i,"scopeIndex":0,"fragments":[
+            {"type":"change","uuid":root,"clsName":"Canvas","properties":{"name":format!("v{i}")}}
+        ]})
+        .to_string()
+    };
+    // Two messages of the burst were used by the handshake; the fourth sync is over.
+    for i in 2..=5 {
+        a.send(Message::Text(rename(i).into())).await.unwrap();
+    }
+    let mut replied = Vec::new();
+    let code = loop {
+        match tokio::time::timeout(WAIT, a.next()).await.expect("close within WAIT") {
+            Some(Ok(Message::Text(t))) => {
+                for m in serde_json::from_str::<Value>(&t).unwrap().as_array().unwrap() {
+                    if m["type"] == "ScopeSyncReply" {
+                        replied.push(m["replyTo"].as_u64().unwrap());
+                    }
+                }
+            }
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("socket ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(4008));
+    assert!(replied.len() < 4, "the message over the limit was not processed: {replied:?}");
+
+    // The client resumes and resends what got no reply: everything applies, once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut a = open(&server, &format!("?x-jetstream-sessiontoken={token}")).await;
+    send(&mut a, r#"{"type":"Ping","index":0,"ack":0,"resendMissing":true}"#).await;
+    let resent = recv_msgs(&mut a).await;
+    let earlier: Vec<u64> = resent
+        .iter()
+        .filter(|m| m["type"] == "ScopeSyncReply")
+        .map(|m| m["replyTo"].as_u64().unwrap())
+        .collect();
+    // Every reply the client saw is resent (none was acknowledged), and perhaps replies
+    // that were still queued when the socket closed.
+    assert!(earlier.starts_with(&replied), "{earlier:?} vs {replied:?}");
+    assert!(earlier.len() < 4, "the message over the limit was not processed: {earlier:?}");
+    let last = *earlier.last().unwrap_or(&1);
+    for i in last + 1..=5 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        send(&mut a, &rename(i)).await;
+        let r = recv_msgs(&mut a).await;
+        assert_eq!(r[0]["replyTo"], i, "{r:?}");
+        assert_eq!(r[0]["fragmentReplies"], json!([{}]));
+    }
+    let mut c = open(&server, "").await;
+    let (_, state) = session_with(&mut c, "Canvas").await;
+    assert_eq!(state["fragments"][0]["properties"]["name"], "v5");
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_bad_schema_or_template_is_refused_at_start_with_what_is_wrong() {
+    let check = |schema: &str, scopes: &str| {
+        let dir = fresh_dir("badschema");
+        let path = dir.join("schema.toml");
+        std::fs::write(&path, schema).unwrap();
+        let text = format!("[sync]\nschema = {path:?}\n{scopes}");
+        Config::from_toml(&text, std::path::Path::new("t.toml"))
+            .and_then(|c| c.validate(std::path::Path::new("t.toml")).map(|()| c))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = check("[models.Shape]\nstatus = \"Statuz\"\n", "");
+    assert!(e.contains("model 'Shape', property 'status'") && e.contains("Statuz"), "{e}");
+    let e = check(SCHEMA, "[[sync.scopes]]\nname = \"Canvas\"\nroot = \"Nope\"\n");
+    assert!(e.contains("sync.scopes 'Canvas'") && e.contains("'Nope'"), "{e}");
+    let e = check(SCHEMA, "[[sync.scopes]]\nname = \"Canvas\"\nroot = \"Canvas\"\ninitial = { name = 5 }\n");
+    assert!(e.contains("initial values") && e.contains("should be String"), "{e}");
+    assert_eq!(check(SCHEMA, "[[sync.scopes]]\nname = \"Canvas\"\nroot = \"Canvas\"\n"), "");
+}

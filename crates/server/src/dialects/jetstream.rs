@@ -93,6 +93,8 @@ pub(crate) async fn handler(
     };
     let mut cfg = super::loop_config(&state);
     cfg.ping_interval = Duration::from_millis(sync.config.ping_interval_ms);
+    cfg.rate = sync.config.inbound_rate;
+    cfg.burst = sync.config.inbound_burst;
     super::accept(state, ws, peer, Transport::Jetstream, cfg, move |state, outbox, mailbox| {
         Conn::new(state, sync, outbox, mailbox, principal, resumed)
     })
@@ -459,9 +461,15 @@ impl Dialect for Conn {
     }
 
     fn on_rate_limited(&mut self, _text: &str, _out: &mut Vec<Message>) {
-        // The protocol has no error message for this: the frame is dropped. A changeset in
-        // it gets no reply, so the client resends it after its next resume.
-        tracing::debug!(conn = self.conn_id, "jetstream: frame over the rate limit dropped");
+        // The protocol has no error message for this, and a dropped message would be lost
+        // (its index is never acknowledged, but the client only resends after a
+        // reconnect): the socket is closed with 4008 (`rate_limit_strikes` is 0), so the
+        // client resumes and resends it.
+        tracing::debug!(conn = self.conn_id, "jetstream: over the rate limit; closing");
+    }
+
+    fn rate_limit_strikes(&self) -> u32 {
+        0
     }
 
     fn on_event(&mut self, event: SessionEvent, out: &mut Vec<Message>) -> Flow {

@@ -2,7 +2,7 @@
 //!
 //! The engine (`tether_engine::sync`) holds the pure logic: schemas, scope state,
 //! changeset application. This module gives it a life: scope templates from config, one
-//! actor task per loaded scope ([`scope`]), sessions that outlive sockets ([`session`]),
+//! actor task per loaded scope (`scope.rs`), sessions that outlive sockets (`session.rs`),
 //! and the store for durability. The dialect (`crate::dialects::jetstream`) decodes frames
 //! and calls in here.
 
@@ -36,7 +36,7 @@ pub(crate) const NO_SCOPE_INDEX: u64 = u32::MAX as u64;
 
 /// A scope template: which scope names it serves and how their scopes start.
 #[derive(Debug)]
-pub(crate) struct ScopeTemplate {
+pub struct ScopeTemplate {
     /// The configured name: exact, or a prefix when it ends with `*`.
     pub(crate) name: String,
     /// Root model.
@@ -121,24 +121,7 @@ impl SyncShared {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Option<Self>, SyncSetupError> {
-        let Some(path) = &config.schema else {
-            if !config.scopes.is_empty() {
-                return Err(SyncSetupError("sync.scopes needs sync.schema".to_owned()));
-            }
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SyncSetupError(format!("sync.schema: cannot read {}: {e}", path.display())))?;
-        let def: SchemaDef = toml::from_str(&text)
-            .map_err(|e| SyncSetupError(format!("sync.schema {}: {e}", path.display())))?;
-        let schema = Arc::new(
-            Schema::from_def(def)
-                .map_err(|e| SyncSetupError(format!("sync.schema {}: {e}", path.display())))?,
-        );
-        let mut templates = Vec::with_capacity(config.scopes.len());
-        for t in &config.scopes {
-            templates.push(Arc::new(template(t, &schema)?));
-        }
+        let Some((schema, templates)) = load(config)? else { return Ok(None) };
         Ok(Some(Self {
             config: config.clone(),
             schema,
@@ -279,6 +262,49 @@ impl SyncShared {
     pub fn changesets_applied(&self) -> u64 {
         self.changesets.load(Ordering::Relaxed)
     }
+
+    /// Appends the model-sync metrics (Prometheus text format).
+    pub(crate) fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let scopes = self.scopes.lock().values().filter(|h| !h.is_closed()).count();
+        let sessions = self.sessions.lock().len();
+        let _ = writeln!(
+            out,
+            "# HELP tether_sync_scopes_loaded Scopes in memory.\n# TYPE tether_sync_scopes_loaded gauge\n\
+             tether_sync_scopes_loaded {scopes}\n\
+             # HELP tether_sync_sessions Live Jetstream sessions (with or without a socket).\n\
+             # TYPE tether_sync_sessions gauge\ntether_sync_sessions {sessions}\n\
+             # HELP tether_sync_changesets_total Changesets applied and stored.\n\
+             # TYPE tether_sync_changesets_total counter\ntether_sync_changesets_total {}",
+            self.changesets_applied()
+        );
+    }
+}
+
+/// A checked schema and its scope templates.
+pub type Loaded = (Arc<Schema>, Vec<Arc<ScopeTemplate>>);
+
+/// Reads and checks the schema file and the scope templates (`None` without a schema).
+/// Used at start-up and by `Config::validate` (so `tether check-config` reports them too).
+pub fn load(config: &SyncConfig) -> Result<Option<Loaded>, SyncSetupError> {
+    let Some(path) = &config.schema else {
+        if !config.scopes.is_empty() {
+            return Err(SyncSetupError("sync.scopes needs sync.schema".to_owned()));
+        }
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SyncSetupError(format!("sync.schema: cannot read {}: {e}", path.display())))?;
+    let def: SchemaDef =
+        toml::from_str(&text).map_err(|e| SyncSetupError(format!("sync.schema {}: {e}", path.display())))?;
+    let schema = Arc::new(
+        Schema::from_def(def).map_err(|e| SyncSetupError(format!("sync.schema {}: {e}", path.display())))?,
+    );
+    let mut templates = Vec::with_capacity(config.scopes.len());
+    for t in &config.scopes {
+        templates.push(Arc::new(template(t, &schema)?));
+    }
+    Ok(Some((schema, templates)))
 }
 
 /// A random (version 4) UUID for a new scope's root.
