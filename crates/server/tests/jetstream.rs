@@ -585,3 +585,78 @@ fn a_bad_schema_or_template_is_refused_at_start_with_what_is_wrong() {
     assert!(e.contains("initial values") && e.contains("should be String"), "{e}");
     assert_eq!(check(SCHEMA, "[[sync.scopes]]\nname = \"Canvas\"\nroot = \"Canvas\"\n"), "");
 }
+
+#[tokio::test]
+async fn hostile_messages_get_errors_and_the_server_keeps_serving() {
+    let server = start(jet_config()).await;
+    let mut a = open(&server, "").await;
+    let (_, state) = session_with(&mut a, "ChatRoom").await;
+    let room = state["rootUUID"].as_str().unwrap().to_owned();
+    let mut index = 1;
+    let mut sync = |fragments: Value| {
+        index += 1;
+        json!({"type":"ScopeSync","index":index,"scopeIndex":0,"fragments":fragments}).to_string()
+    };
+    let replies = |msgs: &[Value]| msgs[0]["fragmentReplies"].as_array().unwrap().clone();
+
+    // An unknown class and wrong types: per-fragment errors.
+    send(
+        &mut a,
+        &sync(json!([
+            {"type":"add","uuid":shape_uuid(1),"clsName":"Nope","properties":{}},
+            {"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"name":7}},
+            {"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"users":"not an array"}}
+        ])),
+    )
+    .await;
+    let r = replies(&recv_msgs(&mut a).await);
+    assert_eq!(r[0]["error"]["message"], "No such class type 'Nope'");
+    assert_eq!(r[1]["error"]["message"], "Not valid type at 'name', should be String");
+    assert_eq!(r[2]["error"]["message"], "Not valid type at 'users', should be array of UUIDs");
+
+    // A huge collection of references to objects that do not exist: one error.
+    let many: Vec<String> = (0..20_000).map(shape_uuid).collect();
+    send(
+        &mut a,
+        &sync(json!([{"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"users":many}}])),
+    )
+    .await;
+    let r = replies(&recv_msgs(&mut a).await);
+    assert!(r[0]["error"]["message"].as_str().unwrap().starts_with("No such ModelObjects"), "{r:?}");
+
+    // A reference cycle attached to the root (message → author user; users ↔ messages), then
+    // cut off: the sweep removes the whole cycle.
+    let (u, m) = (shape_uuid(100), shape_uuid(101));
+    send(
+        &mut a,
+        &sync(json!([
+            {"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"users":[u],"messages":[m]}},
+            {"type":"add","uuid":u,"clsName":"User","properties":{"username":"u"}},
+            {"type":"add","uuid":m,"clsName":"Message","properties":{"author":u,"text":"hi"}}
+        ])),
+    )
+    .await;
+    assert_eq!(replies(&recv_msgs(&mut a).await), [json!({}), json!({}), json!({})]);
+    send(&mut a, &sync(json!([{"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"users":[],"messages":[]}}]))).await;
+    assert_eq!(replies(&recv_msgs(&mut a).await), [json!({})]);
+
+    // Deep nesting: a frame nested far beyond any message is dropped, not a crash.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    send(&mut a, &deep).await;
+    // An object where a value belongs: refused before anything changes.
+    send(
+        &mut a,
+        &sync(json!([{"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"name":{"$gt":""}}}])),
+    )
+    .await;
+    let r = replies(&recv_msgs(&mut a).await);
+    assert_eq!(r[0]["error"]["type"], "could-not-apply-sync-message", "{r:?}");
+
+    // Still serving, and the state is what the accepted changesets made it.
+    let mut b = open(&server, "").await;
+    let (_, state) = session_with(&mut b, "ChatRoom").await;
+    let frags = state["fragments"].as_array().unwrap();
+    assert_eq!(frags.len(), 1, "the detached cycle was swept: {frags:?}");
+    assert_eq!(frags[0]["properties"]["name"], "Room");
+    server.shutdown().await.unwrap();
+}
