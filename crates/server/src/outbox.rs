@@ -96,6 +96,15 @@ impl Outbox {
         self.state.lock().queue.clear();
     }
 
+    /// True if the oldest frame still queued is `text` itself (the same allocation).
+    pub fn front_is(&self, text: &Utf8Bytes) -> bool {
+        self.state
+            .lock()
+            .queue
+            .front()
+            .is_some_and(|f| f.text.as_bytes().as_ptr() == text.as_bytes().as_ptr())
+    }
+
     /// Frames currently queued.
     pub fn len(&self) -> usize {
         self.state.lock().queue.len()

@@ -60,6 +60,8 @@ struct Inner {
     attached: Option<Attached>,
     scopes: Vec<FetchedScope>,
     last_active: Instant,
+    /// The last resend frame handed to the socket.
+    resend: Option<Utf8Bytes>,
 }
 
 /// One Jetstream session.
@@ -94,6 +96,7 @@ impl Session {
                 attached: None,
                 scopes: Vec::new(),
                 last_active: Instant::now(),
+                resend: None,
             }),
         }
     }
@@ -225,6 +228,14 @@ impl Session {
         if !resend_missing {
             return;
         }
+        // A resend still waiting to be written already holds every unacknowledged message
+        // (later ones are queued behind it): building another would only let a client that
+        // repeats `resendMissing` make the server copy its whole backlog over and over.
+        if let (Some(a), Some(pending)) = (&inner.attached, &inner.resend)
+            && a.outbox.front_is(pending)
+        {
+            return;
+        }
         let mut buf = Vec::with_capacity(64 + inner.unacked.iter().map(|(_, f)| f.len()).sum::<usize>());
         buf.push(b'[');
         tether_proto::jetstream::ServerMessage::Ping {
@@ -244,8 +255,10 @@ impl Session {
         // would see those indices twice and take it as a gap. Under the lock, so no scope
         // can slip a message in between.
         if let Some(a) = &inner.attached {
+            let frame = utf8(buf);
             a.outbox.clear();
-            a.outbox.push(&Frame { text: utf8(buf), at: Instant::now() });
+            a.outbox.push(&Frame { text: frame.clone(), at: Instant::now() });
+            inner.resend = Some(frame);
         }
     }
 
@@ -307,6 +320,30 @@ mod tests {
         assert_eq!(
             frames(&outbox).await,
             [r#"[{"type":"Ping","index":0,"ack":4,"resendMissing":true},{"i":3,"m":"c"},{"i":4,"m":"d"}]"#]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_resend_request_is_not_rebuilt_while_the_first_waits() {
+        let (s, outbox, _) = session(10);
+        assert!(s.send(msg("a")));
+        s.on_ping(0, true);
+        assert!(s.send(msg("b")));
+        s.on_ping(0, true);
+        s.on_ping(0, true);
+        // One resend (which had "a"), then "b" behind it: still everything, in order.
+        assert_eq!(
+            frames(&outbox).await,
+            [
+                r#"[{"type":"Ping","index":0,"ack":0,"resendMissing":true},{"i":1,"m":"a"}]"#,
+                r#"[{"i":2,"m":"b"}]"#
+            ]
+        );
+        // Once written, a new request builds a new resend.
+        s.on_ping(0, true);
+        assert_eq!(
+            frames(&outbox).await,
+            [r#"[{"type":"Ping","index":0,"ack":0,"resendMissing":true},{"i":1,"m":"a"},{"i":2,"m":"b"}]"#]
         );
     }
 
