@@ -9,6 +9,8 @@
 //! - [`ScopeState`]: one scope's objects; [`ScopeState::apply`] applies a changeset and
 //!   says what to reply and what to broadcast; [`ScopeState::snapshot`] is the
 //!   `ScopeState` message's fragments and [`ScopeState::from_snapshot`] reads them back.
+//! - [`Procedure`]: downstream validation of a changeset (constraints, then a remote HTTP
+//!   call whose request it binds and whose response it reads; the server does the IO).
 //!
 //! # Schema file
 //!
@@ -134,6 +136,7 @@ mod apply;
 mod error;
 mod graph;
 mod hash;
+mod procedure;
 mod schema;
 mod scope;
 mod value;
@@ -142,5 +145,9 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
+pub use procedure::{
+    ConstraintDef, ConstraintType, Procedure, ProcedureDef, ProcedureError, ProcedureUpdate, RemoteDef,
+    RemoteRequest,
+};
 pub use schema::{EnumDef, PropertyDef, PropertySpec, Schema, SchemaDef, SchemaError, Table};
 pub use scope::{Applied, FragmentError, ScopeState};
