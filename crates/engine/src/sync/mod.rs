@@ -11,6 +11,8 @@
 //!   `ScopeState` message's fragments and [`ScopeState::from_snapshot`] reads them back.
 //! - [`Procedure`]: downstream validation of a changeset (constraints, then a remote HTTP
 //!   call whose request it binds and whose response it reads; the server does the IO).
+//! - [`plan_update`]: server-side writes (`$set`, `$push`, `$addToSet`, `$pull` on key paths)
+//!   planned as the changeset fragments that perform them.
 //!
 //! # Schema file
 //!
@@ -137,6 +139,7 @@ mod error;
 mod graph;
 mod hash;
 mod procedure;
+mod query;
 mod schema;
 mod scope;
 mod value;
@@ -149,5 +152,6 @@ pub use procedure::{
     ConstraintDef, ConstraintType, Procedure, ProcedureDef, ProcedureError, ProcedureUpdate, RemoteDef,
     RemoteRequest,
 };
+pub use query::{At, UpdateError, plan_update};
 pub use schema::{EnumDef, PropertyDef, PropertySpec, Schema, SchemaDef, SchemaError, Table};
 pub use scope::{Applied, FragmentError, ScopeState};
