@@ -110,6 +110,9 @@ codes! {
     ChannelNotAllowed => "channel_not_allowed",
     /// Accounts are disabled on this server.
     AccountsDisabled => "accounts_disabled",
+    /// A server-side write to a model-sync scope was refused by the scope's validation
+    /// (nothing changed); `details` lists why.
+    UpdateRejected => "update_rejected",
 }
 
 impl fmt::Display for ErrorCode {

@@ -36,6 +36,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | C::PersonalChannel
         | C::AccountsDisabled => StatusCode::FORBIDDEN,
         C::UsernameTaken => StatusCode::CONFLICT,
+        C::UpdateRejected => StatusCode::UNPROCESSABLE_ENTITY,
         C::NotFound => StatusCode::NOT_FOUND,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         C::PayloadTooLarge | C::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,7 +94,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, &'static str> {
 }
 
 /// Checks the API key; returns what it may publish to.
-async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Scope, ApiError> {
+pub(crate) async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Scope, ApiError> {
     let key = bearer(headers).map_err(|m| api_error(state, ErrorCode::Unauthenticated, m))?;
     // Keys are compared by SHA-256 digest: equal digests mean equal keys, and the lookup's
     // timing reveals nothing about the key itself.
@@ -136,7 +137,10 @@ pub(crate) async fn read_json_body(
 }
 
 /// Checks the API key and content type, then reads the body.
-async fn read_body(state: &AppState, req: Request) -> Result<(Scope, axum::body::Bytes), ApiError> {
+pub(crate) async fn read_body(
+    state: &AppState,
+    req: Request,
+) -> Result<(Scope, axum::body::Bytes), ApiError> {
     let (parts, body) = req.into_parts();
     let scope = authorize(state, &parts.headers).await?;
     Ok((scope, read_json_body(state, &parts.headers, body).await?))

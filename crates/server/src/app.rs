@@ -42,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/broadcast", post(api::broadcast))
         .route("/api/batch", post(api::batch))
         .route("/api/openapi.json", get(api::openapi))
+        .route("/api/scopes/{name}", get(crate::sync::http::read))
+        .route("/api/scopes/{name}/update", post(crate::sync::http::update))
         .route("/auth/register", post(auth::http::register))
         .route("/auth/login", post(auth::http::login))
         .route("/auth/refresh", post(auth::http::refresh))

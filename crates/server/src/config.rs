@@ -528,6 +528,9 @@ pub struct SyncConfig {
     pub schema: Option<PathBuf>,
     /// Scope templates: which scope names exist and how they start. First match wins.
     pub scopes: Vec<ScopeTemplateConfig>,
+    /// Procedures (downstream validation): changesets that name one are checked against
+    /// its constraints and a remote HTTP call before anything applies.
+    pub procedures: Vec<tether_engine::sync::ProcedureDef>,
     /// A session is forgotten after this long without a client message (the reference's
     /// 10 minutes); its socket, if any, is closed with 4097.
     pub session_expiry_s: u64,
@@ -562,6 +565,7 @@ impl Default for SyncConfig {
         Self {
             schema: None,
             scopes: Vec::new(),
+            procedures: Vec::new(),
             session_expiry_s: 600,
             establish_timeout_ms: 10_000,
             ping_interval_ms: 10_000,

@@ -660,3 +660,174 @@ async fn hostile_messages_get_errors_and_the_server_keeps_serving() {
     assert_eq!(frags[0]["properties"]["name"], "Room");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn server_side_updates_apply_atomically_are_broadcast_and_durable() {
+    let cfg = jet_config();
+    let server = start(cfg.clone()).await;
+    let key = ("authorization", "Bearer test-api-key-0123456789");
+    let json_ct = ("content-type", "application/json");
+    let mut a = open(&server, "").await;
+    let (_, state) = session_with(&mut a, "Canvas").await;
+    let root = state["rootUUID"].as_str().unwrap().to_owned();
+
+    // $set on the root and $push of an inline new object: one atomic write, broadcast.
+    let body = json!({"update": {
+        "$set": {"name": "Renamed"},
+        "$push": {"shapes": {"$cls": "Shape", "x": 5, "y": 6}}
+    }});
+    let (st, reply) =
+        http(&server, "POST", "/api/scopes/Canvas/update", &[key, json_ct], &body.to_string()).await;
+    assert_eq!(st, 200, "{reply}");
+    let applied = serde_json::from_str::<Value>(&reply).unwrap()["applied"].clone();
+    assert!(applied.as_array().is_some_and(|a| !a.is_empty()), "{reply}");
+    let got = recv_msgs(&mut a).await;
+    assert_eq!(got[0]["type"], "ScopeSync", "every member gets it, {got:?}");
+    assert_eq!(got[0]["fragments"], applied);
+
+    // Read: the whole scope as one tree.
+    let (st, body) = http(&server, "GET", "/api/scopes/Canvas", &[key], "").await;
+    assert_eq!(st, 200, "{body}");
+    let tree: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(tree["rootUUID"], root.as_str());
+    assert_eq!(tree["root"]["name"], "Renamed");
+    assert_eq!(tree["root"]["shapes"][0]["x"], 5);
+
+    // A value of the wrong type: refused by validation, nothing changes, nothing is sent.
+    let bad = json!({"update": {"$set": {"name": "ok", "shapes": 7}}});
+    let (st, body) =
+        http(&server, "POST", "/api/scopes/Canvas/update", &[key, json_ct], &bad.to_string()).await;
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["code"], "update_rejected");
+    let (_, body) = http(&server, "GET", "/api/scopes/Canvas", &[key], "").await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["root"]["name"], "Renamed");
+    // Malformed update, unknown scope, no key.
+    let (st, _) =
+        http(&server, "POST", "/api/scopes/Canvas/update", &[key, json_ct], r#"{"update":{"$nope":{}}}"#)
+            .await;
+    assert_eq!(st, 400);
+    let (st, _) = http(&server, "POST", "/api/scopes/Nope/update", &[key, json_ct], r#"{"update":{}}"#).await;
+    assert_eq!(st, 404);
+    let (st, _) = http(&server, "GET", "/api/scopes/Canvas", &[], "").await;
+    assert_eq!(st, 401);
+    send(&mut a, r#"{"type":"Ping","index":0,"ack":3,"resendMissing":true}"#).await;
+    assert_eq!(recv_msgs(&mut a).await.len(), 1, "nothing else was broadcast");
+    drop(a);
+    server.shutdown().await.unwrap();
+
+    // Durable: after a restart the write is there.
+    let server = start(cfg).await;
+    let (_, body) = http(&server, "GET", "/api/scopes/Canvas", &[key], "").await;
+    let tree: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(tree["root"]["name"], "Renamed");
+    assert_eq!(tree["root"]["shapes"][0]["x"], 5);
+    server.shutdown().await.unwrap();
+}
+
+/// What the downstream service was sent: (path id, body).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+/// A downstream service for procedures: records what it is sent; refuses text "reject".
+async fn downstream() -> (std::net::SocketAddr, Seen) {
+    use axum::extract::{Path, State};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let app =
+        axum::Router::new()
+            .route(
+                "/room/{id}/messages",
+                axum::routing::post(
+                    |State(seen): State<Seen>,
+                     Path(id): Path<String>,
+                     axum::Json(body): axum::Json<Value>| async move {
+                        seen.lock().unwrap().push((id, body.clone()));
+                        if body["text"] == "reject" {
+                            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({})));
+                        }
+                        let name = format!("last: {}", body["text"].as_str().unwrap_or(""));
+                        (
+                            axum::http::StatusCode::OK,
+                            axum::Json(json!({"_updates": [{"update": {"$set": {"name": name}}}]})),
+                        )
+                    },
+                ),
+            )
+            .with_state(std::sync::Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn procedures_check_constraints_call_downstream_and_apply_its_updates() {
+    let (addr, seen) = downstream().await;
+    let mut cfg = jet_config();
+    let procedures = format!(
+        r#"
+        [[procedures]]
+        name = "ChatRoom.postMessage"
+        constraints = [
+          {{ type = "change", clsName = "ChatRoom", properties = {{ messages = {{ "$array" = "insert" }} }} }},
+          {{ type = "add", clsName = "Message", properties = {{ text = "$hasNewValue" }}, allowAdditionalProperties = true }},
+        ]
+        [procedures.remote]
+        url = "http://{addr}/room/:id/messages"
+        params = {{ id = "$incoming.ChatRoom.change.uuid" }}
+        method = "POST"
+        body = {{ text = "$incoming.Message.add.text", room = "$rootModel.name" }}
+        "#
+    );
+    let table: toml::Table = toml::from_str(&procedures).unwrap();
+    cfg.sync.procedures = table["procedures"].clone().try_into().unwrap();
+    let server = start(cfg).await;
+    let mut a = open(&server, "").await;
+    let mut b = open(&server, "").await;
+    let (_, state) = session_with(&mut a, "ChatRoom").await;
+    session_with(&mut b, "ChatRoom").await;
+    let room = state["rootUUID"].as_str().unwrap().to_owned();
+    let post = |index: u64, n: u64, text: &str| {
+        let messages: Vec<String> = (1..=n).map(|i| shape_uuid(200 + i)).collect();
+        json!({"type":"ScopeSync","index":index,"scopeIndex":0,"atomic":true,"procedure":"ChatRoom.postMessage","fragments":[
+            {"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"messages":messages}},
+            {"type":"add","uuid":shape_uuid(200 + n),"clsName":"Message","properties":{"text":text}}
+        ]})
+        .to_string()
+    };
+
+    // Accepted downstream: applied, broadcast to B, then the remote's update reaches both.
+    send(&mut a, &post(2, 1, "hello")).await;
+    assert_eq!(recv_msgs(&mut a).await[0]["fragmentReplies"], json!([{}, {}]));
+    let got = recv_msgs(&mut b).await;
+    assert_eq!(got[0]["fragments"].as_array().unwrap().len(), 2, "{got:?}");
+    for ws in [&mut a, &mut b] {
+        let update = recv_msgs(ws).await;
+        assert_eq!(update[0]["type"], "ScopeSync");
+        assert_eq!(update[0]["fragments"][0]["properties"]["name"], "last: hello", "{update:?}");
+    }
+    assert_eq!(seen.lock().unwrap().clone(), [(room.clone(), json!({"text": "hello", "room": "Room"}))]);
+
+    // Refused downstream: the whole message is refused and nothing changes.
+    send(&mut a, &post(3, 2, "reject")).await;
+    let r = recv_msgs(&mut a).await;
+    let refused = json!({"error": {
+        "message": "Could not apply SyncMessage: Expected response 200 status code, received 500 status code",
+        "type": "could-not-apply-sync-message"}});
+    assert_eq!(r[0]["fragmentReplies"], json!([refused, refused]));
+    // Not matching the constraints: refused before any call.
+    send(&mut a, &json!({"type":"ScopeSync","index":4,"scopeIndex":0,"atomic":true,"procedure":"ChatRoom.postMessage","fragments":[
+        {"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"name":"sneaky"}}
+    ]}).to_string()).await;
+    let r = recv_msgs(&mut a).await;
+    assert_eq!(
+        r[0]["fragmentReplies"][0]["error"]["message"],
+        "Could not apply SyncMessage: Changes do not match the procedure constraints"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2, "no call for a changeset that fails its constraints");
+
+    let mut c = open(&server, "").await;
+    let (_, state) = session_with(&mut c, "ChatRoom").await;
+    let frags = state["fragments"].as_array().unwrap();
+    assert_eq!(frags[0]["properties"]["name"], "last: hello");
+    assert_eq!(frags[0]["properties"]["messages"], json!([shape_uuid(201)]));
+    server.shutdown().await.unwrap();
+}

@@ -116,7 +116,10 @@ impl Spec {
         if !self.validators.contains_key(pointer) {
             at(&self.doc, pointer);
             let mut root = self.doc.clone();
-            root["$ref"] = Value::String(format!("#{pointer}"));
+            // A pointer in a URI fragment percent-encodes what a URI may not hold (RFC 6901
+            // § 6), such as the braces of templated paths.
+            let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
+            root["$ref"] = Value::String(format!("#{fragment}"));
             let v = jsonschema::options()
                 .build(&root)
                 .unwrap_or_else(|e| panic!("schema at #{pointer} does not compile: {e}"));
@@ -738,6 +741,167 @@ async fn event_server_disabled(spec: &mut Spec) {
     server.shutdown().await.expect("shutdown");
 }
 
+/// A `[sync]` table with a one-model schema written next to it (`name_type` is the type of
+/// `Doc.name`, so a second server can be given an incompatible schema).
+fn sync_config(dir: &std::path::Path, name_type: &str, extra: &str) -> tether_server::config::SyncConfig {
+    let schema = dir.join(format!("schema-{name_type}.toml"));
+    std::fs::write(&schema, format!("[models.Doc]\nname = \"{name_type}\"\nparts = \"[Doc]\"\n"))
+        .expect("schema");
+    let text = format!(
+        "schema = {schema:?}\n{extra}\n[[scopes]]\nname = \"doc\"\nroot = \"Doc\"\n[[scopes]]\nname = \"chat:room\"\nroot = \"Doc\"\n"
+    );
+    toml::from_str(&text).expect("sync config")
+}
+
+/// The model-sync routes: `/jetstream` and `/api/scopes/...`.
+async fn model_sync(spec: &mut Spec) {
+    const SCOPE: &str = "/api/scopes/{name}";
+    const UPDATE: &str = "/api/scopes/{name}/update";
+    let key = Some(API_KEY);
+    // Without `sync.schema` every route is unknown.
+    let server = start(config()).await;
+    let r = send(&server, "GET", "/jetstream", &UPGRADE, "").await;
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+    spec.check("/jetstream", "get", &r);
+    let r = call(&server, "GET", "/api/scopes/doc", key, "").await;
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+    spec.check(SCOPE, "get", &r);
+    server.shutdown().await.expect("shutdown");
+
+    let dir = fresh_dir("openapi-sync");
+    let mut c = main_config(token_file());
+    c.sync = sync_config(&dir, "String", "");
+    let data_dir = c.data_dir.clone();
+    let server = start(c).await;
+    let (_ws, resp) =
+        tokio_tungstenite::connect_async(format!("ws://{}/jetstream", server.addr)).await.expect("connects");
+    upgraded(spec, "/jetstream", &resp);
+    let r = send(&server, "GET", "/jetstream", &[], "").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_message"));
+    spec.check("/jetstream", "get", &r);
+
+    // (method, path, documented path, key, body, status, code)
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, &'a str, u16, &'a str);
+    let cases: &[Case<'_>] = &[
+        (
+            "POST",
+            "/api/scopes/doc/update",
+            UPDATE,
+            key,
+            r#"{"update":{"$set":{"name":"x"},"$push":{"parts":{"name":"p"}}}}"#,
+            200,
+            "",
+        ),
+        ("POST", "/api/scopes/doc/update", UPDATE, key, r#"{"update":{"$nope":{}}}"#, 400, "invalid_message"),
+        (
+            "POST",
+            "/api/scopes/doc/update",
+            UPDATE,
+            key,
+            r#"{"update":{"$set":{"name":5}}}"#,
+            422,
+            "update_rejected",
+        ),
+        ("POST", "/api/scopes/doc/update", UPDATE, None, r#"{"update":{}}"#, 401, "unauthenticated"),
+        (
+            "POST",
+            "/api/scopes/doc/update",
+            UPDATE,
+            Some(SCOPED_KEY),
+            r#"{"update":{}}"#,
+            403,
+            "channel_not_allowed",
+        ),
+        ("POST", "/api/scopes/nope/update", UPDATE, key, r#"{"update":{}}"#, 404, "not_found"),
+        ("GET", "/api/scopes/doc", SCOPE, key, "", 200, ""),
+        ("GET", "/api/scopes/chat:room", SCOPE, Some(SCOPED_KEY), "", 200, ""),
+        ("GET", "/api/scopes/doc?params=[1]", SCOPE, key, "", 400, "invalid_message"),
+        ("GET", "/api/scopes/doc", SCOPE, None, "", 401, "unauthenticated"),
+        ("GET", "/api/scopes/doc", SCOPE, Some(SCOPED_KEY), "", 403, "channel_not_allowed"),
+        ("GET", "/api/scopes/nope", SCOPE, key, "", 404, "not_found"),
+    ];
+    for &(method, path, doc_path, token, body, status, code) in cases {
+        let r = call(&server, method, path, token, body).await;
+        let got = (r.status, if r.status < 300 { String::new() } else { r.code() });
+        assert_eq!((got.0, got.1.as_str()), (status, code), "{method} {path} {body}: {r:?}");
+        spec.check(doc_path, &method.to_ascii_lowercase(), &r);
+    }
+    let big = format!(r#"{{"update":{{"$set":{{"name":"{}"}}}}}}"#, "x".repeat(MAX_BODY));
+    let r = call(&server, "POST", "/api/scopes/doc/update", key, &big).await;
+    assert_eq!((r.status, r.code().as_str()), (413, "payload_too_large"));
+    spec.check(UPDATE, "post", &r);
+    let r = send(
+        &server,
+        "POST",
+        "/api/scopes/doc/update",
+        &[("authorization", &bearer()), ("content-type", "text/plain")],
+        "{}",
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (415, "unsupported_media_type"));
+    spec.check(UPDATE, "post", &r);
+    server.shutdown().await.expect("shutdown");
+
+    // The stored scope no longer fits a changed schema: it cannot be loaded (500).
+    let mut c = config();
+    c.data_dir = data_dir;
+    c.sync = sync_config(&dir, "Number", "");
+    let server = start(c).await;
+    for (method, path, doc_path, body) in [
+        ("GET", "/api/scopes/doc", SCOPE, ""),
+        ("POST", "/api/scopes/doc/update", UPDATE, r#"{"update":{}}"#),
+    ] {
+        let r = call(&server, method, path, key, body).await;
+        assert_eq!((r.status, r.code().as_str()), (500, "internal"), "{method} {path}");
+        spec.check(doc_path, &method.to_ascii_lowercase(), &r);
+    }
+    server.shutdown().await.expect("shutdown");
+
+    // Overload: no connection slot for /jetstream; a one-command scope queue for the API.
+    let mut c = config();
+    c.limits.max_connections = 0;
+    c.sync = sync_config(&dir, "String", "scope_queue = 1");
+    let server = start(c).await;
+    let r = send(&server, "GET", "/jetstream", &UPGRADE, "").await;
+    assert_eq!((r.status, r.code().as_str()), (503, "too_many_connections"));
+    spec.check("/jetstream", "get", &r);
+    // Many requests at once: while the scope commits one, the queue holds one more and the
+    // rest are refused. Repeated until both routes have seen a 503 (bounded).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (mut get_busy, mut post_busy) = (false, false);
+    while !(get_busy && post_busy) {
+        assert!(tokio::time::Instant::now() < deadline, "no 503 from an overloaded scope");
+        let server = &server;
+        let replies = futures_util::future::join_all((0..64).map(|i| async move {
+            if i % 2 == 0 {
+                (
+                    "post",
+                    call(
+                        server,
+                        "POST",
+                        "/api/scopes/doc/update",
+                        key,
+                        &format!(r#"{{"update":{{"$set":{{"name":"n{i}"}}}}}}"#),
+                    )
+                    .await,
+                )
+            } else {
+                ("get", call(server, "GET", "/api/scopes/doc", key, "").await)
+            }
+        }))
+        .await;
+        for (method, r) in replies {
+            if r.status == 503 {
+                assert_eq!(r.code(), "too_many_connections");
+                let doc_path = if method == "post" { UPDATE } else { SCOPE };
+                spec.check(doc_path, method, &r);
+                if method == "post" { post_busy = true } else { get_busy = true }
+            }
+        }
+    }
+    server.shutdown().await.expect("shutdown");
+}
+
 /// A request with an optional bearer credential; a non-empty `body` is sent as JSON.
 async fn call(server: &RunningServer, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
     let auth = token.map(|t| format!("Bearer {t}"));
@@ -1333,6 +1497,7 @@ async fn every_documented_response_is_real_and_matches_its_schema() {
     connection_limits(&mut spec).await;
     event_server_disabled(&mut spec).await;
     accounts(&mut spec).await;
+    model_sync(&mut spec).await;
 
     let documented = spec.documented();
     let never: Vec<&Key> = documented.difference(&spec.seen).collect();

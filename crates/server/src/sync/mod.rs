@@ -6,6 +6,7 @@
 //! and the store for durability. The dialect (`crate::dialects::jetstream`) decodes frames
 //! and calls in here.
 
+pub(crate) mod http;
 pub(crate) mod scope;
 pub(crate) mod session;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tether_engine::SubscribeRule;
-use tether_engine::sync::{Schema, SchemaDef, ScopeState};
+use tether_engine::sync::{Procedure, Schema, SchemaDef, ScopeState};
 use tether_proto::ChannelName;
 use tether_proto::jetstream::{ServerMessage, Uuid, WireError};
 use tether_store::Store;
@@ -33,6 +34,12 @@ use session::{FetchedScope, Session};
 /// and its own JS client cannot parse a reply without one (it throws instead of reporting
 /// the error). `u32::MAX` is a number every client can read and never a real index.
 pub(crate) const NO_SCOPE_INDEX: u64 = u32::MAX as u64;
+
+/// The HTTP client of procedures' remote calls (plain `http://`).
+pub(crate) type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
 
 /// A scope template: which scope names it serves and how their scopes start.
 #[derive(Debug)]
@@ -101,6 +108,10 @@ pub struct SyncShared {
     pub(crate) config: SyncConfig,
     pub(crate) schema: Arc<Schema>,
     templates: Vec<Arc<ScopeTemplate>>,
+    /// Procedures by `Model.name`.
+    pub(crate) procedures: HashMap<String, Arc<Procedure>>,
+    /// Client for procedures' remote calls.
+    pub(crate) http: HttpClient,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
@@ -121,11 +132,14 @@ impl SyncShared {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Option<Self>, SyncSetupError> {
-        let Some((schema, templates)) = load(config)? else { return Ok(None) };
+        let Some(Loaded { schema, templates, procedures }) = load(config)? else { return Ok(None) };
         Ok(Some(Self {
             config: config.clone(),
             schema,
             templates,
+            procedures,
+            http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http(),
             store,
             tasks,
             shutdown,
@@ -206,6 +220,20 @@ impl SyncShared {
         Ok(())
     }
 
+    /// Queues a command that comes from no session (the HTTP API) on the scope `name` with
+    /// `params`, loading the scope if needed (it must be served by a template).
+    pub(crate) fn command(
+        self: &Arc<Self>,
+        name: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+        cmd: ScopeCmd,
+    ) -> Result<(), FetchError> {
+        let template = self.templates.iter().find(|t| t.matches(name)).ok_or(FetchError::NoSuchScope)?;
+        let key = scope_key(name, params, &template.params)?;
+        let handle = self.handle(&key, template);
+        self.dispatch_to(handle, &key, cmd).map_err(|_| FetchError::Busy)
+    }
+
     /// Queues a command on the scope `key` (loading it if it is not in memory). Used for
     /// commands that must not be lost when a scope unloads under them.
     pub(crate) fn dispatch(self: &Arc<Self>, key: &str, cmd: ScopeCmd) {
@@ -281,8 +309,13 @@ impl SyncShared {
     }
 }
 
-/// A checked schema and its scope templates.
-pub type Loaded = (Arc<Schema>, Vec<Arc<ScopeTemplate>>);
+/// A checked schema, its scope templates and its procedures.
+#[derive(Debug)]
+pub struct Loaded {
+    schema: Arc<Schema>,
+    templates: Vec<Arc<ScopeTemplate>>,
+    procedures: HashMap<String, Arc<Procedure>>,
+}
 
 /// Reads and checks the schema file and the scope templates (`None` without a schema).
 /// Used at start-up and by `Config::validate` (so `tether check-config` reports them too).
@@ -304,7 +337,64 @@ pub fn load(config: &SyncConfig) -> Result<Option<Loaded>, SyncSetupError> {
     for t in &config.scopes {
         templates.push(Arc::new(template(t, &schema)?));
     }
-    Ok(Some((schema, templates)))
+    let mut procedures = HashMap::new();
+    for def in &config.procedures {
+        let name = def.name.clone();
+        let p = Procedure::new(def.clone(), &schema)
+            .map_err(|e| SyncSetupError(format!("sync.procedures: {e}")))?;
+        if procedures.insert(name.clone(), Arc::new(p)).is_some() {
+            return Err(SyncSetupError(format!("sync.procedures: '{name}' is defined twice")));
+        }
+    }
+    Ok(Some(Loaded { schema, templates, procedures }))
+}
+
+/// Most bytes of a procedure's response read.
+const MAX_REMOTE_RESPONSE: usize = 1024 * 1024;
+
+/// Makes a procedure's remote call: the status and (at most 1 MiB of) the body. Failures are
+/// logged here with their details; the client only learns that the call failed.
+pub(crate) async fn remote_call(
+    client: &HttpClient,
+    request: tether_engine::sync::RemoteRequest,
+) -> Result<(u16, Vec<u8>), tether_engine::sync::ProcedureError> {
+    use http_body_util::BodyExt;
+    use tether_engine::sync::ProcedureError;
+    let mut builder = hyper::Request::builder().method(request.method.as_str()).uri(&request.url);
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let body = request.body.as_ref().map(serde_json::Value::to_string).unwrap_or_default();
+    let req = builder.body(http_body_util::Full::new(bytes::Bytes::from(body))).map_err(|e| {
+        tracing::warn!(url = %request.url, error = %e, "procedure call: invalid request");
+        ProcedureError::RemoteFailed
+    })?;
+    let call = async {
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_REMOTE_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok::<_, String>((status, body.to_vec()))
+    };
+    match tokio::time::timeout(request.timeout, call).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => {
+            tracing::warn!(url = %request.url, error = %e, "procedure call failed");
+            Err(ProcedureError::RemoteFailed)
+        }
+        Err(_) => Err(ProcedureError::Timeout),
+    }
+}
+
+/// The name and params of a scope key (see [`scope_key`]).
+pub(crate) fn split_key(key: &str) -> (String, serde_json::Map<String, serde_json::Value>) {
+    match key.split_once('\u{0}') {
+        Some((name, json)) => (name.to_owned(), serde_json::from_str(json).unwrap_or_default()),
+        None => (key.to_owned(), serde_json::Map::new()),
+    }
 }
 
 /// A random (version 4) UUID for a new scope's root.

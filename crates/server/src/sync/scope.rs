@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tether_engine::sync::{FragmentError, ScopeState};
 use tether_proto::jetstream::{self, ServerMessage, SyncFragment, Uuid, WireError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::session::Session;
 use super::{ScopeTemplate, SyncShared};
@@ -49,11 +49,44 @@ pub(crate) enum ScopeCmd {
         /// `procedure`, if named.
         procedure: Option<String>,
     },
+    /// A server-side write (`POST /api/scopes/{name}/update`): planned, applied atomically,
+    /// stored, then broadcast to every member.
+    Update {
+        /// Which object (`null`/`{}`: the root).
+        query: serde_json::Value,
+        /// `$set`, `$push`, `$pull`, `$addToSet`.
+        update: serde_json::Value,
+        /// The outcome, once durable.
+        reply: oneshot::Sender<Result<UpdateDone, UpdateFailure>>,
+    },
+    /// A read of the whole scope as a JSON tree (`GET /api/scopes/{name}`).
+    Read {
+        /// `(root UUID, tree)`, after the commands queued before it are durable.
+        reply: oneshot::Sender<(Uuid, serde_json::Value)>,
+    },
     /// A session is over: it is no longer a member.
     Leave {
         /// The session's id.
         session_id: u64,
     },
+}
+
+/// A server-side write that applied.
+#[derive(Debug)]
+pub(crate) struct UpdateDone {
+    /// The fragments applied (as broadcast).
+    pub(crate) applied: Vec<SyncFragment>,
+}
+
+/// Why a server-side write did not apply (nothing changed).
+#[derive(Debug)]
+pub(crate) enum UpdateFailure {
+    /// The query or update is malformed or names something that does not exist.
+    Invalid(String),
+    /// The scope's validation refused a fragment: the messages of the refused fragments.
+    Rejected(Vec<String>),
+    /// The store refused the write.
+    NotStored,
 }
 
 /// A scope's queue.
@@ -136,11 +169,27 @@ enum Outcome {
         replies: Vec<Option<WireError>>,
         applied_json: Option<Arc<[u8]>>,
     },
+    Updated {
+        reply: oneshot::Sender<Result<UpdateDone, UpdateFailure>>,
+        result: Result<(Vec<SyncFragment>, Arc<[u8]>), UpdateFailure>,
+    },
+    Read {
+        reply: oneshot::Sender<(Uuid, serde_json::Value)>,
+        root: Uuid,
+        tree: serde_json::Value,
+    },
+    /// Fragments applied by a procedure's `_updates`: sent to every member.
+    Broadcast {
+        json: Arc<[u8]>,
+    },
 }
 
 struct Actor {
     shared: Arc<SyncShared>,
     key: Arc<str>,
+    /// The scope's name and params (for procedures' `$scope` expressions).
+    name: String,
+    params: serde_json::Map<String, serde_json::Value>,
     loaded: Loaded,
     members: Vec<Member>,
 }
@@ -161,7 +210,8 @@ impl Actor {
                 return;
             }
         };
-        let mut actor = Actor { shared, key, loaded, members: Vec::new() };
+        let (name, params) = super::split_key(&key);
+        let mut actor = Actor { shared, key, name, params, loaded, members: Vec::new() };
         let idle = Duration::from_millis(actor.shared.config.idle_unload_ms);
         let shutdown = actor.shared.shutdown.clone();
         let mut batch = Vec::with_capacity(64);
@@ -232,27 +282,29 @@ impl Actor {
                         });
                         continue;
                     }
+                    let mut follow_up = Vec::new();
                     if let Some(p) = procedure {
-                        // Procedures (downstream validation) are configured per model; none is
-                        // known yet, so the whole message is refused before any change, with
-                        // the reference's messages.
-                        let (model, name) = p.split_once('.').unwrap_or((p.as_str(), ""));
-                        let reason = if self.loaded.state.schema().has_model(model) {
-                            format!("No such procedure '{name}' for model '{model}'")
-                        } else {
-                            format!("No such model '{model}' for procedure call with procedure '{p}'")
+                        let outcome = match self.shared.procedures.get(&p).cloned() {
+                            Some(procedure) => self.run_procedure(&procedure, &fragments).await,
+                            None => Err(self.no_such_procedure(&p)),
                         };
-                        let e = WireError {
-                            message: format!("Could not apply SyncMessage: {reason}"),
-                            kind: Some("could-not-apply-sync-message".to_owned()),
-                        };
-                        outcomes.push(Outcome::Synced {
-                            session,
-                            reply_to,
-                            replies: vec![Some(e); fragments.len()],
-                            applied_json: None,
-                        });
-                        continue;
+                        match outcome {
+                            Ok(updates) => follow_up = updates,
+                            Err(reason) => {
+                                // The whole message is refused before anything changes.
+                                let e = WireError {
+                                    message: format!("Could not apply SyncMessage: {reason}"),
+                                    kind: Some("could-not-apply-sync-message".to_owned()),
+                                };
+                                outcomes.push(Outcome::Synced {
+                                    session,
+                                    reply_to,
+                                    replies: vec![Some(e); fragments.len()],
+                                    applied_json: None,
+                                });
+                                continue;
+                            }
+                        }
                     }
                     let applied = self.loaded.state.apply(&fragments, atomic);
                     let replies = applied.replies.into_iter().map(|r| r.err().map(wire_error)).collect();
@@ -266,7 +318,28 @@ impl Actor {
                         Some(Arc::<[u8]>::from(json))
                     };
                     outcomes.push(Outcome::Synced { session, reply_to, replies, applied_json });
+                    // The remote's `_updates`, applied afterwards and sent to everyone.
+                    for u in follow_up {
+                        match self.plan_and_apply(&u.query, &u.update, &mut log) {
+                            Ok((applied, json)) if !applied.is_empty() => {
+                                outcomes.push(Outcome::Broadcast { json })
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(scope = %self.key, procedure_update = ?e, "a procedure's update did not apply")
+                            }
+                        }
+                    }
                 }
+                ScopeCmd::Update { query, update, reply } => {
+                    let result = self.plan_and_apply(&query, &update, &mut log);
+                    outcomes.push(Outcome::Updated { reply, result });
+                }
+                ScopeCmd::Read { reply } => outcomes.push(Outcome::Read {
+                    reply,
+                    root: self.loaded.state.root(),
+                    tree: self.loaded.state.to_json_tree(),
+                }),
                 ScopeCmd::Leave { session_id } => self.members.retain(|m| m.session.id != session_id),
             }
         }
@@ -284,6 +357,70 @@ impl Actor {
         if self.loaded.seq - self.loaded.snapshot_seq >= self.shared.config.snapshot_every {
             self.save_snapshot().await;
         }
+    }
+
+    /// The reference's error for a `procedure` no procedure is configured for.
+    fn no_such_procedure(&self, p: &str) -> String {
+        let (model, name) = p.split_once('.').unwrap_or((p, ""));
+        if self.loaded.state.schema().has_model(model) {
+            format!("No such procedure '{name}' for model '{model}'")
+        } else {
+            format!("No such model '{model}' for procedure call with procedure '{p}'")
+        }
+    }
+
+    /// Checks a changeset against a procedure: its constraints, then its remote call. The
+    /// scope waits meanwhile (as in the reference, which held the scope's write lock), so
+    /// the call sees the state the changeset will apply to. `Ok` carries the updates the
+    /// remote asked for; `Err` the reason the whole message is refused.
+    async fn run_procedure(
+        &self,
+        procedure: &tether_engine::sync::Procedure,
+        fragments: &[SyncFragment],
+    ) -> Result<Vec<tether_engine::sync::ProcedureUpdate>, String> {
+        let state = &self.loaded.state;
+        procedure.check_constraints(state, fragments).map_err(|e| e.to_string())?;
+        let Some(request) =
+            procedure.bind(state, &self.name, &self.params, fragments).map_err(|e| e.to_string())?
+        else {
+            return Ok(Vec::new());
+        };
+        let (status, body) =
+            super::remote_call(&self.shared.http, request).await.map_err(|e| e.to_string())?;
+        procedure.read_response(status, &body).map_err(|e| e.to_string())
+    }
+
+    /// Plans a server-side write and applies it atomically; logs it if it changed anything.
+    fn plan_and_apply(
+        &mut self,
+        query: &serde_json::Value,
+        update: &serde_json::Value,
+        log: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<(Vec<SyncFragment>, Arc<[u8]>), UpdateFailure> {
+        let fragments = tether_engine::sync::plan_update(&self.loaded.state, query, update, &mut || {
+            Uuid::from_bytes(super::random_uuid())
+        })
+        .map_err(|e| UpdateFailure::Invalid(e.to_string()))?;
+        // Atomic: a refused fragment leaves the scope as it was.
+        let applied = self.loaded.state.apply(&fragments, true);
+        let refused: Vec<String> = applied
+            .replies
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .filter(|e| e.kind != Some("atomic-changeset-rejected"))
+            .map(|e| e.message.clone())
+            .collect();
+        if !refused.is_empty() {
+            return Err(UpdateFailure::Rejected(refused));
+        }
+        if applied.applied.is_empty() {
+            return Ok((Vec::new(), Arc::from(&b"[]"[..])));
+        }
+        let mut json = Vec::with_capacity(256);
+        jetstream::encode_fragments(&applied.applied, &mut json);
+        self.loaded.seq += 1;
+        log.push((self.loaded.seq, json.clone()));
+        Ok((applied.applied, Arc::from(json)))
     }
 
     /// Sends one outcome: replies to its session, broadcasts to the other members.
@@ -312,6 +449,35 @@ impl Actor {
                 if ok && !known {
                     self.members.push(Member { session, scope_index });
                 }
+            }
+            Outcome::Updated { reply, result } => {
+                if let Ok((applied, json)) = &result
+                    && !applied.is_empty()
+                {
+                    // A server-side write reaches every member.
+                    self.members.retain(|m| {
+                        m.session.send(|index, buf| {
+                            ServerMessage::ScopeSync {
+                                index,
+                                scope_index: m.scope_index,
+                                fragments_json: json,
+                            }
+                            .encode(buf);
+                        })
+                    });
+                }
+                let _ = reply.send(result.map(|(applied, _)| UpdateDone { applied }));
+            }
+            Outcome::Read { reply, root, tree } => {
+                let _ = reply.send((root, tree));
+            }
+            Outcome::Broadcast { json } => {
+                self.members.retain(|m| {
+                    m.session.send(|index, buf| {
+                        ServerMessage::ScopeSync { index, scope_index: m.scope_index, fragments_json: &json }
+                            .encode(buf);
+                    })
+                });
             }
             Outcome::Synced { session, reply_to, replies, applied_json } => {
                 session.send(|index, buf| {
@@ -345,6 +511,7 @@ impl Actor {
             kind: Some("could-not-apply-sync-message".to_owned()),
         };
         let mut fetches = Vec::new();
+        let mut reads = Vec::new();
         for outcome in outcomes {
             match outcome {
                 Outcome::Synced { session, reply_to, replies, .. } => {
@@ -357,6 +524,12 @@ impl Actor {
                 Outcome::Fetched { session, scope_index, reply_to, .. } => {
                     fetches.push((session, scope_index, reply_to))
                 }
+                Outcome::Updated { reply, result } => {
+                    let _ = reply.send(result.and(Err(UpdateFailure::NotStored)));
+                }
+                // A read in a failed batch may have seen changes that are now undone.
+                Outcome::Read { reply, .. } => reads.push(reply),
+                Outcome::Broadcast { .. } => {}
             }
         }
         match load_stored(&self.shared, &self.key).await {
@@ -364,6 +537,9 @@ impl Actor {
             Ok(None) | Err(_) => {
                 tracing::error!(scope = %self.key, "cannot reload the scope after a store failure");
             }
+        }
+        for reply in reads {
+            let _ = reply.send((self.loaded.state.root(), self.loaded.state.to_json_tree()));
         }
         // Fetches in the failed batch get the durable state.
         for (session, scope_index, reply_to) in fetches {
@@ -448,7 +624,8 @@ async fn fail_all(shared: &SyncShared, me: &ScopeHandle, rx: &mut mpsc::Receiver
                     ServerMessage::ScopeSyncReply { index, reply_to, fragment_replies: &replies }.encode(buf);
                 });
             }
-            ScopeCmd::Leave { .. } => {}
+            // Dropping the reply senders tells the HTTP callers the scope is unavailable.
+            ScopeCmd::Update { .. } | ScopeCmd::Read { .. } | ScopeCmd::Leave { .. } => {}
         }
     }
 }
