@@ -55,3 +55,9 @@ run storm-session-c100      connect-storm --token session --connections 10000 --
 run login-c1                login --concurrency 1 --duration 20
 run login-c4                login --concurrency 4 --duration 20
 run login-c16               login --concurrency 16 --duration 20
+# Model sync (docs/benchmarks.md § Model sync (Jetstream)). --compare-reference needs Node and
+# `cd tests/jetstream && npm ci --omit=dev` once.
+run jetstream-sync          jetstream-sync --compare-reference
+run jetstream-thr-p256      jetstream-sync --phases throughput --pipeline 256 --compare-reference
+run jetstream-lat-1k        jetstream-sync --phases latency --rate 1000 --compare-reference
+run jetstream-lat-10k-r10   jetstream-sync --phases latency --receivers 10

@@ -9,6 +9,8 @@
 mod auth;
 mod http;
 mod idle;
+mod jetstream;
+mod jsonscan;
 mod login;
 mod pubsub;
 mod server;
@@ -166,6 +168,101 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Model sync over `/jetstream` (Jetstream Sync protocol) on one scope: accepted
+    /// changesets/s with pipelined writers, then ack and broadcast latency at a fixed rate
+    /// with listening sessions; optionally the same against the reference server.
+    JetstreamSync {
+        #[command(flatten)]
+        js: JetstreamArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Options of `jetstream-sync`.
+#[derive(Args, Debug, Clone)]
+struct JetstreamArgs {
+    /// Writer sessions (each sends changesets on the `Canvas` scope).
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Throughput phase: changesets in flight per writer (a new one goes out per reply).
+    #[arg(long, default_value_t = 64)]
+    pipeline: usize,
+    /// ScopeSync messages per WebSocket frame (a JSON array when above 1).
+    #[arg(long, default_value_t = 1)]
+    per_frame: usize,
+    /// Throughput phase: seconds of sending.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Latency phase: changesets per second offered in total, on a schedule (open loop).
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Latency phase: seconds of sending.
+    #[arg(long, default_value_t = 10)]
+    latency_duration: u64,
+    /// Latency phase: other sessions that fetch the scope and receive every broadcast.
+    #[arg(long, default_value_t = 100)]
+    receivers: usize,
+    /// Latency phase: changesets sent and unanswered per writer before its schedule is
+    /// held back (bounds memory if the server stops answering; reported when it happens).
+    #[arg(long, default_value_t = 5_000)]
+    max_outstanding: usize,
+    /// Every session acknowledges what it received (Ping{ack}) this often, milliseconds,
+    /// and whenever 1,000 messages are unacknowledged.
+    #[arg(long, default_value_t = 50)]
+    ack_interval_ms: u64,
+    /// Longest wait for replies and broadcasts after sending stops, seconds (ends early
+    /// when all are in, or after 3 s without progress).
+    #[arg(long, default_value_t = 10)]
+    drain: u64,
+    /// What each changeset changes: the root's `name`, or x/y of a Shape per writer.
+    #[arg(long, value_enum, default_value_t = jetstream::Change::Name)]
+    change: jetstream::Change,
+    /// Send every changeset with `atomic: true`.
+    #[arg(long)]
+    atomic: bool,
+    /// Phases to run, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "throughput,latency")]
+    phases: Vec<jetstream::Phase>,
+    /// Schema of the spawned server: the reference demo's models.
+    #[arg(long, default_value = "tests/jetstream/tether/schema.toml")]
+    schema: PathBuf,
+    /// `sync.inbound_rate` of the spawned server: messages/s one socket may send before it
+    /// is closed with 4008 (0: unlimited; Tether's default is 10,000).
+    #[arg(long, default_value_t = 0)]
+    sync_inbound_rate: u32,
+    /// An extra `KEY=VALUE` line for the spawned server's `[sync]` table (repeatable), e.g.
+    /// `snapshot_every=100000`, to see what a setting costs. Default: none.
+    #[arg(long, value_name = "KEY=VALUE")]
+    sync_option: Vec<String>,
+    /// Also run every phase against the reference server (`node reference-server.js
+    /// --port 0` in --reference-dir), after Tether, and report the ratios.
+    #[arg(long)]
+    compare_reference: bool,
+    /// Directory of `reference-server.js` (needs `npm ci --omit=dev` there once).
+    #[arg(long, default_value = "tests/jetstream")]
+    reference_dir: PathBuf,
+    /// Node.js binary for the reference server.
+    #[arg(long, default_value = "node")]
+    node: PathBuf,
+    /// Reference: throughput-phase seconds.
+    #[arg(long, default_value_t = 10)]
+    reference_duration: u64,
+    /// Reference: changesets in flight per writer (default: --pipeline).
+    #[arg(long)]
+    reference_pipeline: Option<usize>,
+    /// Reference: latency-phase seconds.
+    #[arg(long, default_value_t = 5)]
+    reference_latency_duration: u64,
+    /// Reference: offered changesets/s in the latency phase (default: --rate).
+    #[arg(long)]
+    reference_rate: Option<f64>,
+    /// Reference: listening sessions in the latency phase (default: --receivers).
+    #[arg(long)]
+    reference_receivers: Option<usize>,
+    /// Reference: outstanding changesets per writer in the latency phase.
+    #[arg(long, default_value_t = 2_000)]
+    reference_max_outstanding: usize,
 }
 
 /// What `connect-storm` connections present.
@@ -261,7 +358,8 @@ fn common(cmd: &Command) -> Option<&Common> {
         | Command::Idle { common, .. }
         | Command::Http { common, .. }
         | Command::ConnectStorm { common, .. }
-        | Command::Login { common, .. } => Some(common),
+        | Command::Login { common, .. }
+        | Command::JetstreamSync { common, .. } => Some(common),
         Command::AuthVerify { .. } => None,
     }
 }
@@ -391,8 +489,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .server_toml();
         }
+        Command::JetstreamSync { js, .. } if c.spawn_server.is_some() => {
+            extra_toml = jetstream::server_toml(&js.schema, js.sync_inbound_rate, &js.sync_option)?;
+        }
         _ => {}
     }
+    let ws_default_path = match &cli.command {
+        Command::JetstreamSync { .. } => "/jetstream",
+        _ => "/ws",
+    };
     // The spawned server lives until the end of this function.
     let spawned = c
         .spawn_server
@@ -406,7 +511,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let target = Target {
                 ws: s.addr,
                 ws_host: base.clone(),
-                ws_path: "/ws".to_owned(),
+                ws_path: ws_default_path.to_owned(),
                 api: s.addr,
                 api_host: base,
                 key: s.key.clone(),
@@ -414,7 +519,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (target, Some(s.pid()))
         }
         None => {
-            let (ws, ws_host, ws_path) = server::parse_url(&c.url, "/ws")?;
+            let (ws, ws_host, ws_path) = server::parse_url(&c.url, ws_default_path)?;
             let (api, api_host, _) = server::parse_url(&c.api, "/")?;
             (Target { ws, ws_host, ws_path, api, api_host, key: c.key.clone() }, c.server_pid)
         }
@@ -507,6 +612,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 login::run(&target, p, server_pid).await.map(|r| (r, login::summary as Summary))
             }
+            Command::JetstreamSync { js, .. } => {
+                let p = jetstream_params(&js, &c, progress);
+                jetstream::run(&target, p, server_pid).await.map(|r| (r, jetstream::summary as Summary))
+            }
             Command::AuthVerify { .. } => unreachable!("handled above"),
         }
     })?;
@@ -520,6 +629,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     emit(report, text, c.json, load_before)?;
     drop(spawned);
     Ok(())
+}
+
+fn jetstream_params(a: &JetstreamArgs, c: &Common, progress: bool) -> jetstream::Params {
+    let tether = jetstream::Shape {
+        pipeline: a.pipeline.max(1),
+        duration: Duration::from_secs(a.duration.max(1)),
+        rate: a.rate.max(1.0),
+        latency_duration: Duration::from_secs(a.latency_duration.max(1)),
+        receivers: a.receivers,
+        max_outstanding: a.max_outstanding.max(1),
+    };
+    let reference = a.compare_reference.then(|| jetstream::ReferenceParams {
+        node: a.node.clone(),
+        dir: a.reference_dir.clone(),
+        shape: jetstream::Shape {
+            pipeline: a.reference_pipeline.unwrap_or(a.pipeline).max(1),
+            duration: Duration::from_secs(a.reference_duration.max(1)),
+            rate: a.reference_rate.unwrap_or(a.rate).max(1.0),
+            latency_duration: Duration::from_secs(a.reference_latency_duration.max(1)),
+            receivers: a.reference_receivers.unwrap_or(a.receivers),
+            max_outstanding: a.reference_max_outstanding.max(1),
+        },
+    });
+    jetstream::Params {
+        // Stamps carry `phase * 10000 + writer`.
+        writers: a.writers.clamp(1, 9_999),
+        per_frame: a.per_frame.clamp(1, 1024),
+        change: a.change,
+        atomic: a.atomic,
+        phases: a.phases.clone(),
+        ack_interval: Duration::from_millis(a.ack_interval_ms.max(1)),
+        drain: Duration::from_secs(a.drain),
+        connect_concurrency: c.connect_concurrency,
+        tether,
+        reference,
+        progress,
+    }
 }
 
 fn login_params(
