@@ -33,7 +33,7 @@ use crate::outbox::Outbox;
 use crate::state::AppState;
 use crate::sync::scope::{ScopeCmd, scope_not_found};
 use crate::sync::session::{Session, SessionEvent};
-use crate::sync::{SyncShared, keepalive_ping};
+use crate::sync::{SyncShared, could_not_apply, keepalive_ping};
 
 /// Close code of the reference for a refused session (bad handshake, unknown token).
 pub const CLOSE_REJECTED: u16 = 4096;
@@ -336,21 +336,12 @@ impl Conn {
             }
             Ok(ClientMessage::ScopeFetch { index, name, params }) => {
                 if let Err(e) = self.sync.fetch(session, index, &name, &params) {
-                    let error = e.wire();
-                    session.send(|i, buf| {
-                        ServerMessage::ScopeFetchReply {
-                            index: i,
-                            reply_to: index,
-                            scope_index: Some(crate::sync::NO_SCOPE_INDEX),
-                            error: Some(&error),
-                        }
-                        .encode(buf);
-                    });
+                    session.refuse_fetch(index, &e.wire());
                 }
             }
             Ok(ClientMessage::ScopeSync(s)) => {
                 let Some(fetched) = session.scope(s.scope_index) else {
-                    reply_all(session, s.index, s.fragments.len(), &scope_not_found(s.scope_index));
+                    session.refuse_sync(s.index, s.fragments.len(), &scope_not_found(s.scope_index));
                     return;
                 };
                 let (reply_to, count) = (s.index, s.fragments.len());
@@ -364,11 +355,11 @@ impl Conn {
                 };
                 let key = Arc::clone(&fetched.handle.key);
                 if self.sync.dispatch_to(fetched.handle, &key, cmd).is_err() {
-                    let busy = WireError {
-                        message: "Could not apply SyncMessage: scope is overloaded; retry later".to_owned(),
-                        kind: Some("could-not-apply-sync-message".to_owned()),
-                    };
-                    reply_all(session, reply_to, count, &busy);
+                    session.refuse_sync(
+                        reply_to,
+                        count,
+                        &could_not_apply("scope is overloaded; retry later"),
+                    );
                 }
             }
             Ok(ClientMessage::Ping { ack, resend_missing, .. }) => session.on_ping(ack, resend_missing),
@@ -389,34 +380,14 @@ impl Conn {
                     message: format!("Invalid ScopeFetch: {}", r.reason),
                     kind: Some("invalid-message".to_owned()),
                 };
-                session.send(|i, buf| {
-                    ServerMessage::ScopeFetchReply {
-                        index: i,
-                        reply_to: index,
-                        scope_index: Some(crate::sync::NO_SCOPE_INDEX),
-                        error: Some(&error),
-                    }
-                    .encode(buf);
-                });
+                session.refuse_fetch(index, &error);
             }
             Some("ScopeSync") => {
-                let error = WireError {
-                    message: format!("Could not apply SyncMessage: {}", r.reason),
-                    kind: Some("could-not-apply-sync-message".to_owned()),
-                };
-                reply_all(session, index, r.fragment_count.unwrap_or(0), &error);
+                session.refuse_sync(index, r.fragment_count.unwrap_or(0), &could_not_apply(&r.reason));
             }
             _ => {}
         }
     }
-}
-
-/// A `ScopeSyncReply` giving every fragment the same error.
-fn reply_all(session: &Session, reply_to: u64, count: usize, error: &WireError) {
-    let replies = vec![Some(error.clone()); count];
-    session.send(|index, buf| {
-        ServerMessage::ScopeSyncReply { index, reply_to, fragment_replies: &replies }.encode(buf);
-    });
 }
 
 impl Dialect for Conn {

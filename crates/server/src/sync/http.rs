@@ -65,10 +65,9 @@ pub(crate) async fn update(
     sync.command(&name, &body.params, cmd).map_err(|e| fetch_error(&state, &e))?;
     match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
         Ok(Ok(Ok(done))) => {
-            let mut fragments = Vec::new();
-            tether_proto::jetstream::encode_fragments(&done.applied, &mut fragments);
-            let fragments: Value = serde_json::from_slice(&fragments).unwrap_or(Value::Null);
-            Ok(json_response(StatusCode::OK, json!({ "applied": fragments }).to_string()))
+            // The fragments as the scope encoded them for its broadcast.
+            let applied = String::from_utf8_lossy(&done.applied_json);
+            Ok(json_response(StatusCode::OK, format!(r#"{{"applied":{applied}}}"#)))
         }
         Ok(Ok(Err(UpdateFailure::Invalid(m)))) => Err(api_error(&state, ErrorCode::InvalidMessage, m)),
         Ok(Ok(Err(UpdateFailure::Rejected(messages)))) => Err(api_error(

@@ -397,6 +397,15 @@ pub(crate) fn split_key(key: &str) -> (String, serde_json::Map<String, serde_jso
     }
 }
 
+/// The reference's error for a refused `ScopeSync`: `Could not apply SyncMessage: <reason>`,
+/// type `could-not-apply-sync-message`.
+pub(crate) fn could_not_apply(reason: impl std::fmt::Display) -> WireError {
+    WireError {
+        message: format!("Could not apply SyncMessage: {reason}"),
+        kind: Some("could-not-apply-sync-message".to_owned()),
+    }
+}
+
 /// A random (version 4) UUID for a new scope's root.
 pub(crate) fn random_uuid() -> [u8; 16] {
     let mut b = [0u8; 16];

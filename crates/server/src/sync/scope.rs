@@ -74,8 +74,9 @@ pub(crate) enum ScopeCmd {
 /// A server-side write that applied.
 #[derive(Debug)]
 pub(crate) struct UpdateDone {
-    /// The fragments applied (as broadcast).
-    pub(crate) applied: Vec<SyncFragment>,
+    /// The fragments applied, encoded as broadcast (a JSON array; `[]` when nothing
+    /// changed).
+    pub(crate) applied_json: Arc<[u8]>,
 }
 
 /// Why a server-side write did not apply (nothing changed).
@@ -257,15 +258,7 @@ impl Actor {
         for cmd in batch.drain(..) {
             match cmd {
                 ScopeCmd::Fetch { session, scope_index, reply_to } => {
-                    let mut json = Vec::with_capacity(256);
-                    jetstream::encode_fragments(&self.loaded.state.snapshot(), &mut json);
-                    outcomes.push(Outcome::Fetched {
-                        session,
-                        scope_index,
-                        reply_to,
-                        state_json: json.into(),
-                        root: self.loaded.state.root(),
-                    });
+                    outcomes.push(self.fetched(session, scope_index, reply_to));
                 }
                 ScopeCmd::Sync { session, scope_index, reply_to, fragments, atomic, procedure } => {
                     if !self
@@ -292,10 +285,7 @@ impl Actor {
                             Ok(updates) => follow_up = updates,
                             Err(reason) => {
                                 // The whole message is refused before anything changes.
-                                let e = WireError {
-                                    message: format!("Could not apply SyncMessage: {reason}"),
-                                    kind: Some("could-not-apply-sync-message".to_owned()),
-                                };
+                                let e = super::could_not_apply(reason);
                                 outcomes.push(Outcome::Synced {
                                     session,
                                     reply_to,
@@ -423,6 +413,29 @@ impl Actor {
         Ok((applied.applied, Arc::from(json)))
     }
 
+    /// The reply to a fetch: the scope's state now (sent once the batch is durable).
+    fn fetched(&self, session: Arc<Session>, scope_index: u64, reply_to: u64) -> Outcome {
+        Outcome::Fetched {
+            session,
+            scope_index,
+            reply_to,
+            state_json: snapshot_json(&self.loaded.state).into(),
+            root: self.loaded.state.root(),
+        }
+    }
+
+    /// Sends applied fragments as a `ScopeSync` to every member but the session `except`;
+    /// a member whose session is over is dropped.
+    fn broadcast(&mut self, json: &[u8], except: Option<u64>) {
+        self.members.retain(|m| {
+            Some(m.session.id) == except
+                || m.session.send(|index, buf| {
+                    ServerMessage::ScopeSync { index, scope_index: m.scope_index, fragments_json: json }
+                        .encode(buf);
+                })
+        });
+    }
+
     /// Sends one outcome: replies to its session, broadcasts to the other members.
     fn deliver(&mut self, outcome: Outcome) {
         match outcome {
@@ -455,49 +468,21 @@ impl Actor {
                     && !applied.is_empty()
                 {
                     // A server-side write reaches every member.
-                    self.members.retain(|m| {
-                        m.session.send(|index, buf| {
-                            ServerMessage::ScopeSync {
-                                index,
-                                scope_index: m.scope_index,
-                                fragments_json: json,
-                            }
-                            .encode(buf);
-                        })
-                    });
+                    self.broadcast(json, None);
                 }
-                let _ = reply.send(result.map(|(applied, _)| UpdateDone { applied }));
+                let _ = reply.send(result.map(|(_, applied_json)| UpdateDone { applied_json }));
             }
             Outcome::Read { reply, root, tree } => {
                 let _ = reply.send((root, tree));
             }
-            Outcome::Broadcast { json } => {
-                self.members.retain(|m| {
-                    m.session.send(|index, buf| {
-                        ServerMessage::ScopeSync { index, scope_index: m.scope_index, fragments_json: &json }
-                            .encode(buf);
-                    })
-                });
-            }
+            Outcome::Broadcast { json } => self.broadcast(&json, None),
             Outcome::Synced { session, reply_to, replies, applied_json } => {
                 session.send(|index, buf| {
                     ServerMessage::ScopeSyncReply { index, reply_to, fragment_replies: &replies }.encode(buf);
                 });
                 if let Some(json) = applied_json {
                     // The sender is not echoed; every other member gets exactly what applied.
-                    self.members.retain(|m| {
-                        if m.session.id == session.id {
-                            return true;
-                        }
-                        m.session.send(|index, buf| {
-                            ServerMessage::ScopeSync {
-                                index,
-                                scope_index: m.scope_index,
-                                fragments_json: &json,
-                            }
-                            .encode(buf);
-                        })
-                    });
+                    self.broadcast(&json, Some(session.id));
                 }
             }
         }
@@ -506,20 +491,13 @@ impl Actor {
     /// The store refused a batch: nothing of it is acknowledged. Its changesets are
     /// refused, and the state goes back to what is durable.
     async fn recover(&mut self, outcomes: Vec<Outcome>) {
-        let refused = WireError {
-            message: "Could not apply SyncMessage: the change could not be stored".to_owned(),
-            kind: Some("could-not-apply-sync-message".to_owned()),
-        };
+        let refused = super::could_not_apply("the change could not be stored");
         let mut fetches = Vec::new();
         let mut reads = Vec::new();
         for outcome in outcomes {
             match outcome {
                 Outcome::Synced { session, reply_to, replies, .. } => {
-                    let replies = vec![Some(refused.clone()); replies.len()];
-                    session.send(|index, buf| {
-                        ServerMessage::ScopeSyncReply { index, reply_to, fragment_replies: &replies }
-                            .encode(buf);
-                    });
+                    session.refuse_sync(reply_to, replies.len(), &refused);
                 }
                 Outcome::Fetched { session, scope_index, reply_to, .. } => {
                     fetches.push((session, scope_index, reply_to))
@@ -543,15 +521,8 @@ impl Actor {
         }
         // Fetches in the failed batch get the durable state.
         for (session, scope_index, reply_to) in fetches {
-            let mut json = Vec::with_capacity(256);
-            jetstream::encode_fragments(&self.loaded.state.snapshot(), &mut json);
-            self.deliver(Outcome::Fetched {
-                session,
-                scope_index,
-                reply_to,
-                state_json: json.into(),
-                root: self.loaded.state.root(),
-            });
+            let outcome = self.fetched(session, scope_index, reply_to);
+            self.deliver(outcome);
         }
     }
 
@@ -561,8 +532,7 @@ impl Actor {
         if self.loaded.seq == self.loaded.snapshot_seq {
             return;
         }
-        let mut json = Vec::with_capacity(1024);
-        jetstream::encode_fragments(&self.loaded.state.snapshot(), &mut json);
+        let json = snapshot_json(&self.loaded.state);
         match self.shared.store.save_snapshot(&self.key, self.loaded.seq, json).await {
             Ok(()) => self.loaded.snapshot_seq = self.loaded.seq,
             // Not fatal: the log still holds every changeset since the last snapshot.
@@ -607,27 +577,21 @@ async fn fail_all(shared: &SyncShared, me: &ScopeHandle, rx: &mut mpsc::Receiver
     let error = WireError { message: message.to_owned(), kind: None };
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            ScopeCmd::Fetch { session, reply_to, .. } => {
-                session.send(|index, buf| {
-                    ServerMessage::ScopeFetchReply {
-                        index,
-                        reply_to,
-                        scope_index: Some(crate::sync::NO_SCOPE_INDEX),
-                        error: Some(&error),
-                    }
-                    .encode(buf);
-                });
-            }
+            ScopeCmd::Fetch { session, reply_to, .. } => session.refuse_fetch(reply_to, &error),
             ScopeCmd::Sync { session, reply_to, fragments, .. } => {
-                let replies = vec![Some(error.clone()); fragments.len()];
-                session.send(|index, buf| {
-                    ServerMessage::ScopeSyncReply { index, reply_to, fragment_replies: &replies }.encode(buf);
-                });
+                session.refuse_sync(reply_to, fragments.len(), &error);
             }
             // Dropping the reply senders tells the HTTP callers the scope is unavailable.
             ScopeCmd::Update { .. } | ScopeCmd::Read { .. } | ScopeCmd::Leave { .. } => {}
         }
     }
+}
+
+/// The `ScopeState` fragments of a scope, encoded (also the stored snapshot's format).
+fn snapshot_json(state: &ScopeState) -> Vec<u8> {
+    let mut json = Vec::with_capacity(256);
+    jetstream::encode_fragments(&state.snapshot(), &mut json);
+    json
 }
 
 /// `Scope at index N was not found`.
@@ -650,9 +614,11 @@ async fn load(shared: &SyncShared, key: &str, template: &ScopeTemplate) -> Resul
     let root = Uuid::from_bytes(super::random_uuid());
     let state = ScopeState::new(Arc::clone(&shared.schema), &template.root, root, &template.initial)
         .map_err(|e| format!("initial values of scope template '{}': {}", template.name, e.message))?;
-    let mut json = Vec::with_capacity(256);
-    jetstream::encode_fragments(&state.snapshot(), &mut json);
-    let stored = shared.store.create_scope(key, *root.as_bytes(), json).await.map_err(|e| e.to_string())?;
+    let stored = shared
+        .store
+        .create_scope(key, *root.as_bytes(), snapshot_json(&state))
+        .await
+        .map_err(|e| e.to_string())?;
     if stored.root_uuid == *root.as_bytes() && stored.snapshot_seq == 0 && stored.log.is_empty() {
         return Ok(Loaded { state, seq: 0, snapshot_seq: 0 });
     }

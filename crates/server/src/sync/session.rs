@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use tether_engine::Sink;
+use tether_proto::jetstream::{ServerMessage, WireError};
 use tokio::time::Instant;
 
 use crate::auth::Principal;
@@ -217,6 +218,28 @@ impl Session {
         true
     }
 
+    /// Refuses a `ScopeSync`: a `ScopeSyncReply` giving each of its `count` fragments
+    /// `error`.
+    pub(crate) fn refuse_sync(&self, reply_to: u64, count: usize, error: &WireError) {
+        let replies = vec![Some(error.clone()); count];
+        self.send(|index, buf| {
+            ServerMessage::ScopeSyncReply { index, reply_to, fragment_replies: &replies }.encode(buf);
+        });
+    }
+
+    /// Refuses a `ScopeFetch` with `error` (and [`super::NO_SCOPE_INDEX`]).
+    pub(crate) fn refuse_fetch(&self, reply_to: u64, error: &WireError) {
+        self.send(|index, buf| {
+            ServerMessage::ScopeFetchReply {
+                index,
+                reply_to,
+                scope_index: Some(super::NO_SCOPE_INDEX),
+                error: Some(error),
+            }
+            .encode(buf);
+        });
+    }
+
     /// Handles a client `Ping`: forgets acknowledged messages and, with `resendMissing`,
     /// sends one frame to the attached socket: our `Ping` followed by every
     /// unacknowledged message (as the reference does).
@@ -238,12 +261,7 @@ impl Session {
         }
         let mut buf = Vec::with_capacity(64 + inner.unacked.iter().map(|(_, f)| f.len()).sum::<usize>());
         buf.push(b'[');
-        tether_proto::jetstream::ServerMessage::Ping {
-            index: 0,
-            ack: inner.last_client_index,
-            resend_missing: true,
-        }
-        .encode(&mut buf);
+        ServerMessage::Ping { index: 0, ack: inner.last_client_index, resend_missing: true }.encode(&mut buf);
         for (_, frame) in &inner.unacked {
             buf.push(b',');
             // Each stored frame is `[message]`: splice the message in.

@@ -10,7 +10,7 @@ mod values;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tether_proto::jetstream::{FragmentKind, SyncFragment, Uuid};
 
 use super::{Applied, FragmentError, Schema, SchemaDef, ScopeState};
@@ -212,4 +212,38 @@ fn scope_state_is_send_sync_clone_debug() {
         ),
         "{debug}"
     );
+}
+
+/// The room of the reference's `createTestChatRoom` (test/test/test_helpers.js): root
+/// `u(0)`, attributes `u(1)`, one user `u(2)`, one message `u(3)` by that user.
+pub(super) fn chat_room() -> ScopeState {
+    let s = schema(CHAT_TOML);
+    let mut sc = scope(&s, "ChatRoom", &[("name", json!("TestChatRoom"))]);
+    let a = sc.apply(
+        &[
+            change(
+                u(0),
+                "ChatRoom",
+                &[("attributes", json!(us(1))), ("users", json!([us(2)])), ("messages", json!([us(3)]))],
+            ),
+            add(
+                u(1),
+                "ChatRoomAttributes",
+                &[
+                    ("status", json!(0)),
+                    ("topic", json!("This is a test chat room")),
+                    ("locale", json!("en_US")),
+                ],
+            ),
+            add(u(2), "User", &[("username", json!("chatmonster1")), ("lastActive", json!(1_425_445_567))]),
+            add(
+                u(3),
+                "Message",
+                &[("author", json!(us(2))), ("postedAt", json!(1_425_445_600)), ("text", json!("Rarr"))],
+            ),
+        ],
+        true,
+    );
+    assert!(a.replies.iter().all(Result::is_ok), "{:?}", a.replies);
+    sc
 }

@@ -184,7 +184,7 @@ fn root_model_paths() {
     assert_eq!(val(&sc, &[], "$rootModel.attributes.uuid"), json!(us(1)));
     // Unset values are null; dates are epoch seconds.
     assert_eq!(val(&sc, &[], "$rootModel.attributes.tintColor"), json!(null));
-    assert_eq!(val(&sc, &[], "$rootModel.users[0].lastActive"), json!(1_700_000_000));
+    assert_eq!(val(&sc, &[], "$rootModel.users[0].lastActive"), json!(1_425_445_567));
     assert_eq!(val(&sc, &[], "$rootModel.users[0].username"), json!("chatmonster1"));
     assert_eq!(val(&sc, &[], "$rootModel.users.0.username"), json!("chatmonster1"));
     assert_eq!(val(&sc, &[], "$rootModel.users[-1].uuid"), json!(us(2)));

@@ -15,7 +15,8 @@ use serde_json::{Map, Value, json};
 use tether_proto::jetstream::SyncFragment;
 
 use super::{Procedure, ProcedureDef, ProcedureError, RemoteRequest};
-use crate::sync::tests::{CHAT_TOML, add, change, schema, scope, u, us};
+pub(super) use crate::sync::tests::chat_room;
+use crate::sync::tests::{CHAT_TOML, schema};
 use crate::sync::{Schema, ScopeState};
 
 /// The reference's `test/test/test_helpers.js` procedures on `ChatRoom`, in Tether's
@@ -79,40 +80,6 @@ pub(super) const TOKEN: &str = "5b1a7b8e-7c51-4a55-9c4e-2d0c7a3c1f00";
 /// The chat schema.
 pub(super) fn chat_schema() -> Arc<Schema> {
     schema(CHAT_TOML)
-}
-
-/// `createTestChatRoom()`: root `ChatRoom` u(0) "TestChatRoom" with attributes u(1) (Open,
-/// en_US), users [u(2) "chatmonster1"] and messages [u(3) by u(2)].
-pub(super) fn chat_room() -> ScopeState {
-    let s = chat_schema();
-    let mut sc = scope(&s, "ChatRoom", &[("name", json!("TestChatRoom"))]);
-    let a = sc.apply(
-        &[
-            change(
-                u(0),
-                "ChatRoom",
-                &[("attributes", json!(us(1))), ("users", json!([us(2)])), ("messages", json!([us(3)]))],
-            ),
-            add(
-                u(1),
-                "ChatRoomAttributes",
-                &[
-                    ("status", json!(0)),
-                    ("topic", json!("This is a test chat room")),
-                    ("locale", json!("en_US")),
-                ],
-            ),
-            add(u(2), "User", &[("username", json!("chatmonster1")), ("lastActive", json!(1_700_000_000))]),
-            add(
-                u(3),
-                "Message",
-                &[("author", json!(us(2))), ("postedAt", json!(1_700_000_000.5)), ("text", json!("Rarr"))],
-            ),
-        ],
-        false,
-    );
-    assert!(a.replies.iter().all(Result::is_ok), "{:?}", a.replies);
-    sc
 }
 
 /// A definition from TOML.

@@ -8,10 +8,10 @@ mod props;
 mod reference;
 mod scenarios;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tether_proto::jetstream::{SyncFragment, Uuid};
 
-use crate::sync::tests::{CHAT_TOML, add, change, check_invariants, schema, scope, u, us};
+use crate::sync::tests::{chat_room, check_invariants, u};
 use crate::sync::{ScopeState, UpdateError, plan_update};
 
 /// The first UUID `new_uuid` gives in these tests (then the next ones, counting up).
@@ -67,38 +67,4 @@ fn get(sc: &ScopeState, uuid: Uuid, key: &str) -> Value {
 /// True if object `uuid` is in the scope.
 fn has(sc: &ScopeState, uuid: Uuid) -> bool {
     sc.object(&uuid).is_some()
-}
-
-/// The room of the reference's `createTestChatRoom` (test/test/test_helpers.js): root
-/// `u(0)`, attributes `u(1)`, one user `u(2)`, one message `u(3)` by that user.
-fn chat_room() -> ScopeState {
-    let s = schema(CHAT_TOML);
-    let mut sc = scope(&s, "ChatRoom", &[("name", json!("TestChatRoom"))]);
-    let a = sc.apply(
-        &[
-            change(
-                u(0),
-                "ChatRoom",
-                &[("attributes", json!(us(1))), ("users", json!([us(2)])), ("messages", json!([us(3)]))],
-            ),
-            add(
-                u(1),
-                "ChatRoomAttributes",
-                &[
-                    ("status", json!(0)),
-                    ("topic", json!("This is a test chat room")),
-                    ("locale", json!("en_US")),
-                ],
-            ),
-            add(u(2), "User", &[("username", json!("chatmonster1")), ("lastActive", json!(1_425_445_567))]),
-            add(
-                u(3),
-                "Message",
-                &[("author", json!(us(2))), ("postedAt", json!(1_425_445_600)), ("text", json!("Rarr"))],
-            ),
-        ],
-        true,
-    );
-    assert!(a.replies.iter().all(Result::is_ok), "{:?}", a.replies);
-    sc
 }
