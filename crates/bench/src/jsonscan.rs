@@ -67,16 +67,8 @@ impl<'a> P<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
-        loop {
-            match *self.b.get(self.i)? {
-                b'"' => {
-                    self.i += 1;
-                    return Some(&self.b[start..self.i - 1]);
-                }
-                b'\\' => self.i += 2,
-                _ => self.i += 1,
-            }
-        }
+        self.i = string_end(self.b, start)?;
+        Some(&self.b[start..self.i - 1])
     }
 
     fn number(&mut self) -> Option<u64> {
@@ -101,27 +93,7 @@ impl<'a> P<'a> {
             b'"' => {
                 self.string()?;
             }
-            b'{' | b'[' => {
-                let mut depth = 0usize;
-                loop {
-                    match *self.b.get(self.i)? {
-                        b'"' => {
-                            self.string()?;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                self.i += 1;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    self.i += 1;
-                }
-            }
+            b'{' | b'[' => self.i = skip_container(self.b, self.i)?,
             _ => {
                 while self.i < self.b.len()
                     && !matches!(self.b[self.i], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
@@ -221,6 +193,51 @@ impl<'a> P<'a> {
                 _ => return None,
             }
         }
+    }
+}
+
+/// Bytes that matter when skipping a container: quotes and brackets.
+static STRUCTURAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'{' as usize] = true;
+    t[b'[' as usize] = true;
+    t[b'}' as usize] = true;
+    t[b']' as usize] = true;
+    t
+};
+
+/// The position just past the closing quote of the string whose contents start at `i`.
+/// (memchr: a listener scans a million messages a second, mostly string contents.)
+fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2;
+    }
+}
+
+/// The position just past the object or array that opens at `i`.
+fn skip_container(b: &[u8], mut i: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    loop {
+        i += b.get(i..)?.iter().position(|c| STRUCTURAL[usize::from(*c)])?;
+        match b[i] {
+            b'"' => {
+                i = string_end(b, i + 1)?;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            _ => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+        }
+        i += 1;
     }
 }
 

@@ -91,6 +91,17 @@ async fn recv_msgs(ws: &mut Ws) -> Vec<Value> {
     }
 }
 
+/// Reads frames until `n` messages have come (a scope sends everything one batch has for a
+/// session in one frame, so how they are split into frames depends on timing).
+async fn recv_n(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut msgs = Vec::new();
+    while msgs.len() < n {
+        msgs.extend(recv_msgs(ws).await);
+    }
+    assert_eq!(msgs.len(), n, "{msgs:?}");
+    msgs
+}
+
 /// Creates a session and fetches `scope`; returns the token and the ScopeState message.
 async fn session_with(ws: &mut Ws, scope: &str) -> (String, Value) {
     send(ws, r#"{"type":"SessionCreate","index":0,"version":"0.1.0","params":{}}"#).await;
@@ -99,10 +110,7 @@ async fn session_with(ws: &mut Ws, scope: &str) -> (String, Value) {
     assert_eq!(reply[0]["index"], 0);
     let token = reply[0]["sessionToken"].as_str().expect("token").to_owned();
     send(ws, &json!({"type":"ScopeFetch","index":1,"name":scope,"params":{}}).to_string()).await;
-    let mut msgs = recv_msgs(ws).await;
-    if msgs.len() == 1 {
-        msgs.extend(recv_msgs(ws).await);
-    }
+    let msgs = recv_n(ws, 2).await;
     assert_eq!(msgs[0], json!({"type":"ScopeFetchReply","index":1,"replyTo":1,"scopeIndex":0}));
     assert_eq!(msgs[1]["type"], "ScopeState");
     (token, msgs[1].clone())
@@ -796,13 +804,13 @@ async fn procedures_check_constraints_call_downstream_and_apply_its_updates() {
 
     // Accepted downstream: applied, broadcast to B, then the remote's update reaches both.
     send(&mut a, &post(2, 1, "hello")).await;
-    assert_eq!(recv_msgs(&mut a).await[0]["fragmentReplies"], json!([{}, {}]));
-    let got = recv_msgs(&mut b).await;
-    assert_eq!(got[0]["fragments"].as_array().unwrap().len(), 2, "{got:?}");
-    for ws in [&mut a, &mut b] {
-        let update = recv_msgs(ws).await;
-        assert_eq!(update[0]["type"], "ScopeSync");
-        assert_eq!(update[0]["fragments"][0]["properties"]["name"], "last: hello", "{update:?}");
+    let at_a = recv_n(&mut a, 2).await;
+    assert_eq!(at_a[0]["fragmentReplies"], json!([{}, {}]));
+    let at_b = recv_n(&mut b, 2).await;
+    assert_eq!(at_b[0]["fragments"].as_array().unwrap().len(), 2, "{at_b:?}");
+    for update in [&at_a[1], &at_b[1]] {
+        assert_eq!(update["type"], "ScopeSync");
+        assert_eq!(update["fragments"][0]["properties"]["name"], "last: hello", "{update:?}");
     }
     assert_eq!(seen.lock().unwrap().clone(), [(room.clone(), json!({"text": "hello", "room": "Room"}))]);
 

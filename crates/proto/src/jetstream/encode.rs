@@ -299,8 +299,8 @@ fn push_error(out: &mut Vec<u8>, e: &WireError) {
 }
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{n}");
+    // Not `write!`: core::fmt was a tenth of the scope actor's fan-out time.
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn push_uuid(out: &mut Vec<u8>, u: Uuid) {

@@ -8,6 +8,7 @@
 //! no members for `sync.idle_unload_ms` saves a snapshot and leaves memory; the next fetch
 //! loads it again.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,6 +133,9 @@ impl ScopeHandle {
 struct Member {
     session: Arc<Session>,
     scope_index: u64,
+    /// While a batch is delivered: the session has an outcome of its own in it (a reply
+    /// or a fetch), so it is served in the first pass (see [`Actor::deliver_batch`]).
+    sender: bool,
 }
 
 /// Starts the actor of scope `key` (it loads or creates the scope first).
@@ -183,6 +187,16 @@ enum Outcome {
     Broadcast {
         json: Arc<[u8]>,
     },
+}
+
+impl Outcome {
+    /// The session the outcome answers, if it came from one.
+    fn session(&self) -> Option<&Arc<Session>> {
+        match self {
+            Self::Fetched { session, .. } | Self::Synced { session, .. } => Some(session),
+            Self::Updated { .. } | Self::Read { .. } | Self::Broadcast { .. } => None,
+        }
+    }
 }
 
 struct Actor {
@@ -341,9 +355,7 @@ impl Actor {
             }
             self.shared.metrics_changesets(self.loaded.seq - before_seq);
         }
-        for outcome in outcomes {
-            self.deliver(outcome);
-        }
+        self.deliver_batch(outcomes);
         if self.loaded.seq - self.loaded.snapshot_seq >= self.shared.config.snapshot_every {
             self.save_snapshot().await;
         }
@@ -424,23 +436,69 @@ impl Actor {
         }
     }
 
-    /// Sends applied fragments as a `ScopeSync` to every member but the session `except`;
-    /// a member whose session is over is dropped.
+    /// Sends a durable batch's outcomes. Every message for a session is queued first and
+    /// leaves in one frame per session. Two passes, so that replies do not wait for the
+    /// fan-out: first everything for the sessions that have an outcome of their own in the
+    /// batch (replies, fetches; with the broadcasts they get as members), flushed; then
+    /// the broadcasts to every other member. Each session is served in one pass, in the
+    /// batch's order, so each still sees the scope's total order.
+    fn deliver_batch(&mut self, outcomes: Vec<Outcome>) {
+        let mut ids = HashSet::with_capacity(outcomes.len());
+        let mut senders: Vec<Arc<Session>> = Vec::with_capacity(outcomes.len());
+        for s in outcomes.iter().filter_map(Outcome::session) {
+            if ids.insert(s.id) {
+                senders.push(Arc::clone(s));
+            }
+        }
+        for m in &mut self.members {
+            m.sender = ids.contains(&m.session.id);
+        }
+        let mut later = Vec::new();
+        for outcome in outcomes {
+            if let Some(broadcast) = self.deliver(outcome) {
+                later.push(broadcast);
+            }
+        }
+        for session in &senders {
+            session.flush();
+        }
+        if self.members.iter().all(|m| m.sender) {
+            return;
+        }
+        // Member by member, each under one lock of its session.
+        self.members.retain(|m| {
+            m.sender
+                || m.session.send_each(
+                    later.iter().filter(|(_, except)| *except != Some(m.session.id)),
+                    |(json, _), index, buf| {
+                        ServerMessage::ScopeSync { index, scope_index: m.scope_index, fragments_json: json }
+                            .encode(buf);
+                    },
+                )
+        });
+    }
+
+    /// Queues applied fragments as a `ScopeSync` for every member served in the first
+    /// pass of [`Self::deliver_batch`] but the session `except`; a member whose session is
+    /// over is dropped.
     fn broadcast(&mut self, json: &[u8], except: Option<u64>) {
         self.members.retain(|m| {
-            Some(m.session.id) == except
-                || m.session.send(|index, buf| {
+            !m.sender
+                || Some(m.session.id) == except
+                || m.session.queue(|index, buf| {
                     ServerMessage::ScopeSync { index, scope_index: m.scope_index, fragments_json: json }
                         .encode(buf);
                 })
         });
     }
 
-    /// Sends one outcome: replies to its session, broadcasts to the other members.
-    fn deliver(&mut self, outcome: Outcome) {
+    /// Queues one outcome's messages for the first pass of [`Self::deliver_batch`]: to its
+    /// own session, and its broadcast to the members served in that pass. Returns the
+    /// broadcast for the second pass: the fragments and the session not to echo them to.
+    fn deliver(&mut self, outcome: Outcome) -> Option<(Arc<[u8]>, Option<u64>)> {
         match outcome {
             Outcome::Fetched { session, scope_index, reply_to, state_json, root } => {
-                let ok = session.send(|index, buf| {
+                let ok = session.queue(|index, buf| {
                     ServerMessage::ScopeFetchReply {
                         index,
                         reply_to,
@@ -448,7 +506,7 @@ impl Actor {
                         error: None,
                     }
                     .encode(buf);
-                }) && session.send(|index, buf| {
+                }) && session.queue(|index, buf| {
                     ServerMessage::ScopeState {
                         index,
                         scope_index,
@@ -460,30 +518,39 @@ impl Actor {
                 let known =
                     self.members.iter().any(|m| m.session.id == session.id && m.scope_index == scope_index);
                 if ok && !known {
-                    self.members.push(Member { session, scope_index });
+                    // From here on in this batch it gets what applies after its snapshot.
+                    self.members.push(Member { session, scope_index, sender: true });
                 }
+                None
             }
             Outcome::Updated { reply, result } => {
-                if let Ok((applied, json)) = &result
-                    && !applied.is_empty()
-                {
+                let broadcast = match &result {
                     // A server-side write reaches every member.
-                    self.broadcast(json, None);
-                }
+                    Ok((applied, json)) if !applied.is_empty() => {
+                        self.broadcast(json, None);
+                        Some((Arc::clone(json), None))
+                    }
+                    _ => None,
+                };
                 let _ = reply.send(result.map(|(_, applied_json)| UpdateDone { applied_json }));
+                broadcast
             }
             Outcome::Read { reply, root, tree } => {
                 let _ = reply.send((root, tree));
+                None
             }
-            Outcome::Broadcast { json } => self.broadcast(&json, None),
+            Outcome::Broadcast { json } => {
+                self.broadcast(&json, None);
+                Some((json, None))
+            }
             Outcome::Synced { session, reply_to, replies, applied_json } => {
-                session.send(|index, buf| {
+                session.queue(|index, buf| {
                     ServerMessage::ScopeSyncReply { index, reply_to, fragment_replies: &replies }.encode(buf);
                 });
-                if let Some(json) = applied_json {
-                    // The sender is not echoed; every other member gets exactly what applied.
-                    self.broadcast(&json, Some(session.id));
-                }
+                // The sender is not echoed; every other member gets exactly what applied.
+                let json = applied_json?;
+                self.broadcast(&json, Some(session.id));
+                Some((json, Some(session.id)))
             }
         }
     }

@@ -8,10 +8,12 @@
 //! message.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tether_engine::Sink;
 use tether_proto::jetstream::{ServerMessage, WireError};
@@ -56,13 +58,61 @@ struct Inner {
     next_index: u64,
     /// Highest index received from the client (duplicates are dropped).
     last_client_index: u64,
-    /// Reliable messages not acknowledged yet, oldest first: (index, `[message]` frame).
-    unacked: VecDeque<(u64, Utf8Bytes)>,
+    /// Reliable messages handed to the socket (or waiting for one) and not acknowledged
+    /// yet, oldest first: (index, the message's JSON object, a slice of its frame).
+    unacked: VecDeque<(u64, Bytes)>,
+    /// Messages numbered but not handed to the socket yet: the frame being built, `[` and
+    /// the messages so far, separated by commas (see [`Session::queue`]).
+    pending: Vec<u8>,
+    /// Index and place in `pending` of each of its messages.
+    pending_msgs: Vec<(u64, Range<usize>)>,
+    /// Size of the last frame flushed: the next one is likely alike, and reserving that
+    /// much at once saves the copies of growing it.
+    pending_hint: usize,
     attached: Option<Attached>,
     scopes: Vec<FetchedScope>,
     last_active: Instant,
     /// The last resend frame handed to the socket.
     resend: Option<Utf8Bytes>,
+}
+
+impl Inner {
+    /// Numbers a message and appends it to the frame being built.
+    fn push_pending(&mut self, encode: impl FnOnce(u64, &mut Vec<u8>)) {
+        let index = self.next_index;
+        self.next_index += 1;
+        let buf = &mut self.pending;
+        if buf.is_empty() {
+            buf.reserve(self.pending_hint.clamp(256, 1 << 20));
+            buf.push(b'[');
+        } else {
+            buf.push(b',');
+        }
+        let start = buf.len();
+        encode(index, buf);
+        let end = buf.len();
+        self.pending_msgs.push((index, start..end));
+    }
+
+    /// Closes the frame being built, keeps its messages until acknowledged and hands it
+    /// to the attached socket, if any.
+    fn flush_pending(&mut self) {
+        if self.pending_msgs.is_empty() {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.pending);
+        buf.push(b']');
+        self.pending_hint = buf.len();
+        let frame = Bytes::from(buf);
+        for (index, range) in self.pending_msgs.drain(..) {
+            self.unacked.push_back((index, frame.slice(range)));
+        }
+        if let Some(a) = &self.attached {
+            // A refused push means the socket is overflowing or closing: it will be closed
+            // as a slow consumer, and the client's resume resends from `unacked`.
+            a.outbox.push(&Frame { text: utf8(frame), at: Instant::now() });
+        }
+    }
 }
 
 /// One Jetstream session.
@@ -94,6 +144,9 @@ impl Session {
                 next_index: 1,
                 last_client_index: 0,
                 unacked: VecDeque::new(),
+                pending: Vec::new(),
+                pending_msgs: Vec::new(),
+                pending_hint: 0,
                 attached: None,
                 scopes: Vec::new(),
                 last_active: Instant::now(),
@@ -159,6 +212,8 @@ impl Session {
         self.expired.store(true, Ordering::Release);
         let mut inner = self.inner.lock();
         inner.unacked.clear();
+        inner.pending = Vec::new();
+        inner.pending_msgs.clear();
         if let Some(a) = inner.attached.take() {
             a.events.send(SessionEvent::Expired);
         }
@@ -189,33 +244,72 @@ impl Session {
 
     /// Sends a reliable message: `encode` writes the JSON object for the index it is given.
     /// The message is kept until acknowledged and goes to the attached socket, if any, in
-    /// index order. Returns `false` if the session is over or overflowed (and is now over).
+    /// index order (with any message [`queue`](Self::queue)d before it, in the same frame).
+    /// Returns `false` if the session is over or overflowed (and is now over).
     pub(crate) fn send(&self, encode: impl FnOnce(u64, &mut Vec<u8>)) -> bool {
+        let ok = self.queue(encode);
+        if ok {
+            self.flush();
+        }
+        ok
+    }
+
+    /// Numbers a reliable message like [`send`](Self::send) but holds it back until the
+    /// next [`flush`](Self::flush), so that all the messages a scope has for this session
+    /// from one batch leave as one `[m1,m2,…]` frame: one allocation, one queue push and
+    /// one WebSocket frame per session per batch instead of one per message (the
+    /// reference batches the same way). Whoever queues must flush.
+    pub(crate) fn queue(&self, encode: impl FnOnce(u64, &mut Vec<u8>)) -> bool {
         if self.is_expired() {
             return false;
         }
         let mut inner = self.inner.lock();
-        if inner.unacked.len() >= self.max_unacked {
+        if inner.unacked.len() + inner.pending_msgs.len() >= self.max_unacked {
             drop(inner);
-            tracing::info!(session = self.id, "jetstream session dropped: too many unacknowledged messages");
-            // The caller (a scope) notices `false`; the registry sweep removes the session.
-            self.expire();
+            self.overflowed();
             return false;
         }
-        let index = inner.next_index;
-        inner.next_index += 1;
-        let mut buf = Vec::with_capacity(128);
-        buf.push(b'[');
-        encode(index, &mut buf);
-        buf.push(b']');
-        let frame = utf8(buf);
-        if let Some(a) = &inner.attached {
-            // A refused push means the socket is overflowing or closing: it will be closed
-            // as a slow consumer, and the client's resume resends from `unacked`.
-            a.outbox.push(&Frame { text: frame.clone(), at: Instant::now() });
-        }
-        inner.unacked.push_back((index, frame));
+        inner.push_pending(encode);
         true
+    }
+
+    /// Sends one message per item, in order, in one frame with anything queued before,
+    /// taking the session's lock once: a scope's fan-out to a member that is not replied
+    /// to in the batch. (Locking per message was the costliest part of that fan-out: the
+    /// lock's cache line comes from the core that ran the socket's task.) Returns `false`
+    /// like [`send`](Self::send).
+    pub(crate) fn send_each<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        mut encode: impl FnMut(T, u64, &mut Vec<u8>),
+    ) -> bool {
+        if self.is_expired() {
+            return false;
+        }
+        let mut inner = self.inner.lock();
+        for item in items {
+            if inner.unacked.len() + inner.pending_msgs.len() >= self.max_unacked {
+                drop(inner);
+                self.overflowed();
+                return false;
+            }
+            inner.push_pending(|index, buf| encode(item, index, buf));
+        }
+        inner.flush_pending();
+        true
+    }
+
+    /// Hands the messages [`queue`](Self::queue)d so far to the attached socket as one
+    /// frame (they are kept until acknowledged either way). Cheap when nothing is queued.
+    pub(crate) fn flush(&self) {
+        self.inner.lock().flush_pending();
+    }
+
+    /// The client let `max_unacked` messages pile up: the session is over.
+    fn overflowed(&self) {
+        tracing::info!(session = self.id, "jetstream session dropped: too many unacknowledged messages");
+        // The caller (a scope) notices `false`; the registry sweep removes the session.
+        self.expire();
     }
 
     /// Refuses a `ScopeSync`: a `ScopeSyncReply` giving each of its `count` fragments
@@ -259,21 +353,19 @@ impl Session {
         {
             return;
         }
-        let mut buf = Vec::with_capacity(64 + inner.unacked.iter().map(|(_, f)| f.len()).sum::<usize>());
+        let mut buf = Vec::with_capacity(64 + inner.unacked.iter().map(|(_, m)| m.len() + 1).sum::<usize>());
         buf.push(b'[');
         ServerMessage::Ping { index: 0, ack: inner.last_client_index, resend_missing: true }.encode(&mut buf);
-        for (_, frame) in &inner.unacked {
+        for (_, message) in &inner.unacked {
             buf.push(b',');
-            // Each stored frame is `[message]`: splice the message in.
-            let bytes = frame.as_bytes();
-            buf.extend_from_slice(&bytes[1..bytes.len() - 1]);
+            buf.extend_from_slice(message);
         }
         buf.push(b']');
         // Whatever the socket still had queued is in `unacked` too: drop it, or the client
         // would see those indices twice and take it as a gap. Under the lock, so no scope
         // can slip a message in between.
         if let Some(a) = &inner.attached {
-            let frame = utf8(buf);
+            let frame = utf8(Bytes::from(buf));
             a.outbox.clear();
             a.outbox.push(&Frame { text: frame.clone(), at: Instant::now() });
             inner.resend = Some(frame);
@@ -288,11 +380,11 @@ impl Session {
 }
 
 /// Bytes the encoders produced (always UTF-8) as a frame.
-fn utf8(buf: Vec<u8>) -> Utf8Bytes {
-    match String::from_utf8(buf) {
-        Ok(s) => Utf8Bytes::from(s),
+fn utf8(buf: Bytes) -> Utf8Bytes {
+    match Utf8Bytes::try_from(buf.clone()) {
+        Ok(s) => s,
         // The encoders write JSON built from Rust strings: unreachable, but no panic.
-        Err(e) => Utf8Bytes::from(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        Err(_) => Utf8Bytes::from(String::from_utf8_lossy(&buf).into_owned()),
     }
 }
 
@@ -339,6 +431,34 @@ mod tests {
             frames(&outbox).await,
             [r#"[{"type":"Ping","index":0,"ack":4,"resendMissing":true},{"i":3,"m":"c"},{"i":4,"m":"d"}]"#]
         );
+    }
+
+    #[tokio::test]
+    async fn queued_messages_leave_in_one_frame_and_are_resent_one_by_one() {
+        let (s, outbox, _) = session(10);
+        assert!(s.queue(msg("a")) && s.queue(msg("b")));
+        assert!(outbox.is_empty(), "nothing leaves before the flush");
+        // A send flushes what was queued before it, in index order, in one frame.
+        assert!(s.send(msg("c")));
+        s.flush();
+        assert!(s.queue(msg("d")));
+        s.flush();
+        s.flush();
+        assert_eq!(
+            frames(&outbox).await,
+            [r#"[{"i":1,"m":"a"},{"i":2,"m":"b"},{"i":3,"m":"c"}]"#, r#"[{"i":4,"m":"d"}]"#]
+        );
+        // An ack in the middle of a frame forgets exactly the acknowledged messages.
+        s.on_ping(2, true);
+        assert_eq!(
+            frames(&outbox).await,
+            [r#"[{"type":"Ping","index":0,"ack":0,"resendMissing":true},{"i":3,"m":"c"},{"i":4,"m":"d"}]"#]
+        );
+        // Queued messages count against the limit before they are flushed.
+        let (s, _outbox, _) = session(2);
+        assert!(s.queue(msg("a")) && s.queue(msg("b")));
+        assert!(!s.queue(msg("c")));
+        assert!(s.is_expired());
     }
 
     #[tokio::test]
