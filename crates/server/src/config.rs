@@ -558,6 +558,12 @@ pub struct SyncConfig {
     pub inbound_rate: u32,
     /// Burst above `inbound_rate`.
     pub inbound_burst: u32,
+    /// Broadcasts to members that were not answered in the same batch leave at most this
+    /// often, in milliseconds (0: with every batch). Replies never wait for it. Under load
+    /// a member then gets one larger frame per interval instead of one per batch, which
+    /// saves a write and a wake-up per member per batch; when the scope is quiet, the
+    /// first broadcast after a pause leaves at once.
+    pub fanout_interval_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -577,6 +583,7 @@ impl Default for SyncConfig {
             idle_unload_ms: 60_000,
             inbound_rate: 10_000,
             inbound_burst: 10_000,
+            fanout_interval_ms: 0,
         }
     }
 }

@@ -205,6 +205,106 @@ async fn other_sessions_receive_exactly_the_applied_fragments_and_duplicates_are
     server.shutdown().await.unwrap();
 }
 
+/// What a session saw, in order: its own changesets where their replies came, the others'
+/// where their broadcasts came.
+#[derive(Default)]
+struct View {
+    seen: Vec<String>,
+    replies: u64,
+    broadcasts: u64,
+}
+
+impl View {
+    /// Reads frames until `replies` replies and `broadcasts` broadcasts have come.
+    async fn read_until(&mut self, ws: &mut Ws, own: &str, replies: u64, broadcasts: u64) {
+        while self.replies < replies || self.broadcasts < broadcasts {
+            for m in recv_msgs(ws).await {
+                match m["type"].as_str() {
+                    Some("ScopeSyncReply") => {
+                        assert_eq!(m["fragmentReplies"], json!([{}]), "{m}");
+                        self.seen.push(format!("{own}{}", m["replyTo"].as_u64().unwrap() - 2));
+                        self.replies += 1;
+                    }
+                    Some("ScopeSync") => {
+                        let name = m["fragments"][0]["properties"]["name"].as_str().unwrap();
+                        self.seen.push(name.to_owned());
+                        self.broadcasts += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Two sessions write while a third only listens, with broadcasts to members not
+/// answered in a batch held back (`fanout_interval_ms`) and without: every session sees
+/// every other session's changesets exactly once, and all in the one order the scope
+/// applied them (the listener's view is that order; each writer's view of the other's
+/// changesets, merged with its own acknowledged ones, is the same). First in bursts
+/// (batches with both writers), then one at a time in an irregular pattern (a writer
+/// answered in a batch is first given what the held-back fan-out still owes it).
+#[tokio::test]
+async fn concurrent_writers_and_a_listener_see_one_order_with_and_without_fan_out_delay() {
+    for interval in [0u64, 30] {
+        let mut cfg = jet_config();
+        cfg.sync.fanout_interval_ms = interval;
+        let server = start(cfg).await;
+        let mut a = open(&server, "").await;
+        let mut b = open(&server, "").await;
+        let mut c = open(&server, "").await;
+        let (_, state) = session_with(&mut a, "Canvas").await;
+        session_with(&mut b, "Canvas").await;
+        session_with(&mut c, "Canvas").await;
+        let root = state["rootUUID"].as_str().unwrap().to_owned();
+        let change = |index: u64, name: String| {
+            json!({"type":"ScopeSync","index":index,"scopeIndex":0,"atomic":false,"fragments":[
+                {"type":"change","uuid":root,"clsName":"Canvas","properties":{"name":name}}
+            ]})
+            .to_string()
+        };
+        let (mut va, mut vb, mut vc) = (View::default(), View::default(), View::default());
+        let (mut na, mut nb) = (0u64, 0u64);
+        // Bursts, without waiting: the scope batches them as they come.
+        for _ in 0..30 {
+            send(&mut a, &change(2 + na, format!("a{na}"))).await;
+            send(&mut b, &change(2 + nb, format!("b{nb}"))).await;
+            na += 1;
+            nb += 1;
+        }
+        va.read_until(&mut a, "a", na, 0).await;
+        vb.read_until(&mut b, "b", nb, 0).await;
+        // One at a time, each waiting for its reply: A A B A B B A B B B …
+        for step in 0..40u64 {
+            if (step * 7 + step / 3) % 5 < 2 {
+                send(&mut a, &change(2 + na, format!("a{na}"))).await;
+                na += 1;
+                va.read_until(&mut a, "a", na, 0).await;
+            } else {
+                send(&mut b, &change(2 + nb, format!("b{nb}"))).await;
+                nb += 1;
+                vb.read_until(&mut b, "b", nb, 0).await;
+            }
+        }
+        vc.read_until(&mut c, "c", 0, na + nb).await;
+        va.read_until(&mut a, "a", na, nb).await;
+        vb.read_until(&mut b, "b", nb, na).await;
+        let mut unique = vc.seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), vc.seen.len(), "the listener got each changeset once ({interval} ms)");
+        assert_eq!(va.seen, vc.seen, "writer A's view is the scope's order ({interval} ms)");
+        assert_eq!(vb.seen, vc.seen, "writer B's view is the scope's order ({interval} ms)");
+        // Nothing more comes: no broadcast was sent twice.
+        for ws in [&mut a, &mut b, &mut c] {
+            send(ws, r#"{"type":"Ping","index":0,"ack":0,"resendMissing":false}"#).await;
+            let more = tokio::time::timeout(Duration::from_millis(100), recv_msgs(ws)).await;
+            assert!(more.is_err(), "unexpected: {more:?}");
+        }
+        server.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn atomic_changeset_with_one_invalid_fragment_changes_nothing() {
     let server = start(jet_config()).await;

@@ -8,13 +8,14 @@
 //! no members for `sync.idle_unload_ms` saves a snapshot and leaves memory; the next fetch
 //! loads it again.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tether_engine::sync::{FragmentError, ScopeState};
 use tether_proto::jetstream::{self, ServerMessage, SyncFragment, Uuid, WireError};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::session::Session;
 use super::{ScopeTemplate, SyncShared};
@@ -136,6 +137,20 @@ struct Member {
     /// While a batch is delivered: the session has an outcome of its own in it (a reply
     /// or a fetch), so it is served in the first pass (see [`Actor::deliver_batch`]).
     sender: bool,
+    /// Number of the last broadcast this member has been given (or that was its own, or
+    /// older than its snapshot): it is owed the pending ones after it.
+    seen: u64,
+}
+
+/// A broadcast not yet sent to every member (see [`Actor::fan_out`]).
+#[derive(Debug)]
+struct Pending {
+    /// Its number, in the scope's order.
+    seq: u64,
+    /// The applied fragments.
+    json: Arc<[u8]>,
+    /// The session that sent them (never echoed to it).
+    except: Option<u64>,
 }
 
 /// Starts the actor of scope `key` (it loads or creates the scope first).
@@ -207,6 +222,14 @@ struct Actor {
     params: serde_json::Map<String, serde_json::Value>,
     loaded: Loaded,
     members: Vec<Member>,
+    /// Broadcasts some members have not been given yet, oldest first.
+    pending: VecDeque<Pending>,
+    /// Number of the last broadcast.
+    broadcast_seq: u64,
+    /// When the members without a reply in their batch were last sent their broadcasts.
+    last_fan_out: Instant,
+    /// `sync.fanout_interval_ms`.
+    fan_out_interval: Duration,
 }
 
 impl Actor {
@@ -226,7 +249,19 @@ impl Actor {
             }
         };
         let (name, params) = super::split_key(&key);
-        let mut actor = Actor { shared, key, name, params, loaded, members: Vec::new() };
+        let fan_out_interval = Duration::from_millis(shared.config.fanout_interval_ms);
+        let mut actor = Actor {
+            shared,
+            key,
+            name,
+            params,
+            loaded,
+            members: Vec::new(),
+            pending: VecDeque::new(),
+            broadcast_seq: 0,
+            last_fan_out: Instant::now(),
+            fan_out_interval,
+        };
         let idle = Duration::from_millis(actor.shared.config.idle_unload_ms);
         let shutdown = actor.shared.shutdown.clone();
         let mut batch = Vec::with_capacity(64);
@@ -238,7 +273,13 @@ impl Actor {
                     Ok(rx.recv().await)
                 }
             };
+            let fan_out_at = (!actor.pending.is_empty()).then(|| actor.last_fan_out + actor.fan_out_interval);
             let first = tokio::select! {
+                () = async { tokio::time::sleep_until(fan_out_at.unwrap_or_else(Instant::now)).await },
+                    if fan_out_at.is_some() => {
+                    actor.fan_out();
+                    continue;
+                }
                 r = wait => match r {
                     Ok(Some(cmd)) => cmd,
                     Ok(None) => break,
@@ -260,7 +301,9 @@ impl Actor {
             }
             actor.run_batch(&mut batch).await;
         }
-        // Shutting down: keep the latest snapshot, so the next start replays no log.
+        // Shutting down: what applied reaches everyone; the latest snapshot is kept, so the
+        // next start replays no log.
+        actor.fan_out();
         actor.save_snapshot().await;
     }
 
@@ -439,9 +482,11 @@ impl Actor {
     /// Sends a durable batch's outcomes. Every message for a session is queued first and
     /// leaves in one frame per session. Two passes, so that replies do not wait for the
     /// fan-out: first everything for the sessions that have an outcome of their own in the
-    /// batch (replies, fetches; with the broadcasts they get as members), flushed; then
-    /// the broadcasts to every other member. Each session is served in one pass, in the
-    /// batch's order, so each still sees the scope's total order.
+    /// batch (replies, fetches), with every broadcast they are owed, flushed; then the
+    /// broadcasts to every other member ([`Self::fan_out`]), at once or, when the last
+    /// fan-out was less than `sync.fanout_interval_ms` ago, at that time, together with
+    /// the next batches' (fewer, larger frames under load). Each member gets broadcasts
+    /// in the scope's order, never twice: `seen` says where it is.
     fn deliver_batch(&mut self, outcomes: Vec<Outcome>) {
         let mut ids = HashSet::with_capacity(outcomes.len());
         let mut senders: Vec<Arc<Session>> = Vec::with_capacity(outcomes.len());
@@ -450,52 +495,60 @@ impl Actor {
                 senders.push(Arc::clone(s));
             }
         }
-        for m in &mut self.members {
+        let pending = &self.pending;
+        self.members.retain_mut(|m| {
             m.sender = ids.contains(&m.session.id);
-        }
-        let mut later = Vec::new();
+            // A member served now first gets what earlier fan-outs still owe it.
+            !m.sender || catch_up(m, pending.iter())
+        });
         for outcome in outcomes {
-            if let Some(broadcast) = self.deliver(outcome) {
-                later.push(broadcast);
-            }
+            self.deliver(outcome);
         }
         for session in &senders {
             session.flush();
         }
-        if self.members.iter().all(|m| m.sender) {
+        if self.pending.is_empty() {
             return;
         }
-        // Member by member, each under one lock of its session.
-        self.members.retain(|m| {
-            m.sender
-                || m.session.send_each(
-                    later.iter().filter(|(_, except)| *except != Some(m.session.id)),
-                    |(json, _), index, buf| {
-                        ServerMessage::ScopeSync { index, scope_index: m.scope_index, fragments_json: json }
-                            .encode(buf);
-                    },
-                )
-        });
+        if self.last_fan_out.elapsed() >= self.fan_out_interval {
+            self.fan_out();
+        }
+    }
+
+    /// Sends every member the pending broadcasts it has not been given, each member under
+    /// one lock of its session and in one frame.
+    fn fan_out(&mut self) {
+        let pending = &self.pending;
+        self.members.retain_mut(|m| catch_up(m, pending.iter()));
+        self.pending.clear();
+        self.last_fan_out = Instant::now();
     }
 
     /// Queues applied fragments as a `ScopeSync` for every member served in the first
-    /// pass of [`Self::deliver_batch`] but the session `except`; a member whose session is
-    /// over is dropped.
-    fn broadcast(&mut self, json: &[u8], except: Option<u64>) {
-        self.members.retain(|m| {
-            !m.sender
-                || Some(m.session.id) == except
+    /// pass of [`Self::deliver_batch`] but the session `except`, and keeps them for the
+    /// others; a member whose session is over is dropped.
+    fn broadcast(&mut self, json: Arc<[u8]>, except: Option<u64>) {
+        self.broadcast_seq += 1;
+        let seq = self.broadcast_seq;
+        self.members.retain_mut(|m| {
+            if !m.sender {
+                return true;
+            }
+            m.seen = seq;
+            Some(m.session.id) == except
                 || m.session.queue(|index, buf| {
-                    ServerMessage::ScopeSync { index, scope_index: m.scope_index, fragments_json: json }
+                    ServerMessage::ScopeSync { index, scope_index: m.scope_index, fragments_json: &json }
                         .encode(buf);
                 })
         });
+        if self.members.iter().any(|m| !m.sender) {
+            self.pending.push_back(Pending { seq, json, except });
+        }
     }
 
     /// Queues one outcome's messages for the first pass of [`Self::deliver_batch`]: to its
-    /// own session, and its broadcast to the members served in that pass. Returns the
-    /// broadcast for the second pass: the fragments and the session not to echo them to.
-    fn deliver(&mut self, outcome: Outcome) -> Option<(Arc<[u8]>, Option<u64>)> {
+    /// own session, and its broadcast (see [`Self::broadcast`]).
+    fn deliver(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Fetched { session, scope_index, reply_to, state_json, root } => {
                 let ok = session.queue(|index, buf| {
@@ -518,39 +571,32 @@ impl Actor {
                 let known =
                     self.members.iter().any(|m| m.session.id == session.id && m.scope_index == scope_index);
                 if ok && !known {
-                    // From here on in this batch it gets what applies after its snapshot.
-                    self.members.push(Member { session, scope_index, sender: true });
+                    // It gets what applies after its snapshot, from here on.
+                    let seen = self.broadcast_seq;
+                    self.members.push(Member { session, scope_index, sender: true, seen });
                 }
-                None
             }
             Outcome::Updated { reply, result } => {
-                let broadcast = match &result {
+                if let Ok((applied, json)) = &result
+                    && !applied.is_empty()
+                {
                     // A server-side write reaches every member.
-                    Ok((applied, json)) if !applied.is_empty() => {
-                        self.broadcast(json, None);
-                        Some((Arc::clone(json), None))
-                    }
-                    _ => None,
-                };
+                    self.broadcast(Arc::clone(json), None);
+                }
                 let _ = reply.send(result.map(|(_, applied_json)| UpdateDone { applied_json }));
-                broadcast
             }
             Outcome::Read { reply, root, tree } => {
                 let _ = reply.send((root, tree));
-                None
             }
-            Outcome::Broadcast { json } => {
-                self.broadcast(&json, None);
-                Some((json, None))
-            }
+            Outcome::Broadcast { json } => self.broadcast(json, None),
             Outcome::Synced { session, reply_to, replies, applied_json } => {
                 session.queue(|index, buf| {
                     ServerMessage::ScopeSyncReply { index, reply_to, fragment_replies: &replies }.encode(buf);
                 });
                 // The sender is not echoed; every other member gets exactly what applied.
-                let json = applied_json?;
-                self.broadcast(&json, Some(session.id));
-                Some((json, Some(session.id)))
+                if let Some(json) = applied_json {
+                    self.broadcast(json, Some(session.id));
+                }
             }
         }
     }
@@ -629,6 +675,21 @@ impl Actor {
         tracing::debug!(scope = %self.key, "scope unloaded");
         true
     }
+}
+
+/// Queues for member `m`, in one frame with whatever its session has queued, the
+/// broadcasts of `pending` after its `seen` that are not its own, and flushes. `false` if
+/// its session is over.
+fn catch_up<'a>(m: &mut Member, pending: impl Iterator<Item = &'a Pending>) -> bool {
+    let id = m.session.id;
+    let mut last = m.seen;
+    let owed = pending.filter(|p| p.seq > m.seen).inspect(|p| last = p.seq).filter(|p| p.except != Some(id));
+    let scope_index = m.scope_index;
+    let ok = m.session.send_each(owed, |p, index, buf| {
+        ServerMessage::ScopeSync { index, scope_index, fragments_json: &p.json }.encode(buf);
+    });
+    m.seen = last;
+    ok
 }
 
 /// The actor could not load its scope: every queued command fails, and the scope is
