@@ -2,7 +2,10 @@
 //! protocol of npm `jetstream@0.13.4`), against Tether and, in the same run, against the
 //! reference server (`tests/jetstream/reference-server.js`).
 //!
-//! Every connection is a real Jetstream session (tokio-tungstenite): `SessionCreate`, then
+//! Every connection is a real Jetstream session (over the bench's own WebSocket client,
+//! [`crate::ws`]: one reusable read buffer per session, frames parsed in place; 100
+//! listeners receive a million messages a second on a machine the server shares, and
+//! every cycle they spend is taken from the server): `SessionCreate`, then
 //! `ScopeFetch{Canvas}` (reply + `ScopeState`), then `ScopeSync`s. Each changeset is one
 //! `change` fragment: the root's `name` set to `bench:<phase>:<writer>:<seq>` (default), or
 //! `x`/`y` of a `Shape` each writer owns (created at setup) set to `<seq>`/`<phase·10000 +
@@ -29,7 +32,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::io::BufRead as _;
+use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,19 +41,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use futures_util::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::jsonscan::{self, Kind};
 use crate::server::{CpuSample, Target, fetch_metrics, rss_kib};
-use crate::track::{SeqTracker, latency_json, latency_line, new_histogram};
+use crate::track::{Latencies, SeqTracker, latency_json, latency_line, new_histogram};
+use crate::ws::{self, WsReader, WsWriter, op};
 
 /// The scope every session fetches (the reference demo's shapes canvas).
 const SCOPE: &str = "Canvas";
@@ -68,6 +67,9 @@ const ACK_AFTER: u64 = 1000;
 const OPEN_LOOP_GRACE: Duration = Duration::from_secs(1);
 /// Distinct error messages kept per phase.
 const MAX_ERROR_KINDS: usize = 16;
+/// Initial read buffer per session (it grows for a larger frame; it is never zeroed
+/// between reads).
+const READ_BUF: usize = 64 * 1024;
 
 /// What each changeset changes.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,13 +154,15 @@ struct Endpoint {
     listeners: tokio::runtime::Handle,
     label: &'static str,
     addr: SocketAddr,
+    /// `Host` header and request path of the WebSocket handshake.
+    host: String,
+    path: String,
+    /// `ws://host/path`, for the report.
     url: String,
     pid: Option<u32>,
     /// `/metrics` (Tether only).
     metrics: Option<(SocketAddr, String)>,
 }
-
-type Ws = WebSocketStream<TcpStream>;
 
 /// Changeset frames: what every writer needs to write them.
 #[derive(Debug)]
@@ -181,7 +185,8 @@ struct Pending {
 /// An established session.
 #[derive(Debug)]
 struct Conn {
-    ws: Ws,
+    rd: WsReader,
+    wr: WsWriter,
     /// Writer or listener number.
     id: usize,
     /// Next client index (0 and 1 went to `SessionCreate` and `ScopeFetch`).
@@ -201,16 +206,25 @@ struct Conn {
 }
 
 impl Conn {
-    /// Queues a `Ping` acknowledging everything received, if anything is new.
-    async fn ack(&mut self) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    /// Queues a `Ping` acknowledging everything received, if anything is new (sent by the
+    /// next [`WsWriter::flush`]).
+    fn ack(&mut self) {
         if self.max_server_index <= self.acked {
-            return Ok(());
+            return;
         }
         self.max_unacked = self.max_unacked.max(self.max_server_index - self.acked);
         self.acked = self.max_server_index;
         self.pings_sent += 1;
-        let ping = format!(r#"{{"type":"Ping","index":0,"ack":{},"resendMissing":false}}"#, self.acked);
-        self.ws.feed(Message::text(ping)).await
+        let acked = self.acked;
+        self.wr.push_text_with(|b| {
+            let _ = write!(b, r#"{{"type":"Ping","index":0,"ack":{acked},"resendMissing":false}}"#);
+        });
+    }
+
+    /// Acknowledges (if anything is new) and sends it now.
+    async fn ack_now(&mut self) -> anyhow::Result<()> {
+        self.ack();
+        self.wr.flush().await
     }
 }
 
@@ -231,6 +245,10 @@ struct Shared {
     /// Latency phase: when each changeset was sent (µs since `epoch`, plus one), by writer
     /// and sequence number, for the listeners' broadcast latency.
     send_us: Vec<Box<[AtomicU64]>>,
+    /// Broadcast latency, recorded by every session a read at a time into the histogram
+    /// of the thread it runs on (`thread_slot`): one per session (100 of them, ~40 KiB
+    /// each in use) missed the cache on almost every record.
+    broadcast: Latencies,
 }
 
 /// How a writer sends during a phase.
@@ -255,7 +273,11 @@ struct ConnResult {
     ack: Histogram<u64>,
     ack_sched: Histogram<u64>,
     send_lag: Histogram<u64>,
-    broadcast: Histogram<u64>,
+    /// Broadcast latencies of the current read, not yet in `Shared::broadcast`.
+    broadcast_batch: Vec<u64>,
+    /// Counts not yet added to `Shared`'s (which every session updates: once per read,
+    /// not once per message).
+    unpublished: Unpublished,
     tracker: SeqTracker,
     stale: u64,
     empty_broadcasts: u64,
@@ -264,7 +286,46 @@ struct ConnResult {
     held_back: u64,
 }
 
+/// Shards of `Shared::broadcast` (threads beyond this many share them).
+const BROADCAST_SHARDS: usize = 16;
+
+/// A number per thread, for `Shared::broadcast`: sessions on the same thread record into
+/// the same histogram, which stays in that core's cache.
+fn thread_slot() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    SLOT.with(|s| *s)
+}
+
+/// See `ConnResult::unpublished`.
+#[derive(Debug, Default)]
+struct Unpublished {
+    replies: u64,
+    accepted: u64,
+    rejected: u64,
+    broadcasts: u64,
+}
+
 impl ConnResult {
+    /// Adds what this session counted since the last call to the phase's totals.
+    fn publish(&mut self, s: &Shared) {
+        let u = std::mem::take(&mut self.unpublished);
+        for (n, total) in [
+            (u.replies, &s.replies),
+            (u.accepted, &s.accepted),
+            (u.rejected, &s.rejected),
+            (u.broadcasts, &s.broadcasts),
+        ] {
+            if n > 0 {
+                total.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        if !self.broadcast_batch.is_empty() {
+            s.broadcast.record(thread_slot(), &self.broadcast_batch);
+            self.broadcast_batch.clear();
+        }
+    }
+
     fn new(writer: bool) -> Self {
         Self {
             writer,
@@ -276,7 +337,8 @@ impl ConnResult {
             ack: new_histogram(),
             ack_sched: new_histogram(),
             send_lag: new_histogram(),
-            broadcast: new_histogram(),
+            broadcast_batch: Vec::new(),
+            unpublished: Unpublished::default(),
             tracker: SeqTracker::default(),
             stale: 0,
             empty_broadcasts: 0,
@@ -308,49 +370,84 @@ fn stamp(fragments: &[u8], change: Change) -> Option<(u64, usize, u64)> {
             Some((phase, usize::try_from(w).ok()?, seq))
         }
         Change::Shape => {
-            let seq = jsonscan::number_after(fragments, br#""x":"#)?;
-            let tag = jsonscan::number_after(fragments, br#""y":"#)?;
+            static X: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+                std::sync::LazyLock::new(|| memchr::memmem::Finder::new(br#""x":"#));
+            static Y: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+                std::sync::LazyLock::new(|| memchr::memmem::Finder::new(br#""y":"#));
+            let seq = jsonscan::number_after(fragments, &X)?;
+            let tag = jsonscan::number_after(fragments, &Y)?;
             Some((tag / PHASE_STRIDE, usize::try_from(tag % PHASE_STRIDE).ok()?, seq))
         }
     }
 }
 
+/// Who writes a `ScopeSync`: the session's scope index and root, and the writer number.
+#[derive(Debug, Clone, Copy)]
+struct Author<'a> {
+    scope_index: u64,
+    root: &'a str,
+    id: usize,
+}
+
 /// Appends one `ScopeSync` message.
-fn push_sync(out: &mut String, c: &Conn, index: u64, ctx: &Ctx, phase: u64, seq: u64) {
+fn push_sync(out: &mut Vec<u8>, a: Author<'_>, index: u64, ctx: &Ctx, phase: u64, seq: u64) {
     let _ = write!(
         out,
         r#"{{"type":"ScopeSync","index":{index},"scopeIndex":{},"atomic":{},"fragments":["#,
-        c.scope_index, ctx.atomic
+        a.scope_index, ctx.atomic
     );
     match ctx.change {
         Change::Name => {
             let _ = write!(
                 out,
                 r#"{{"type":"change","uuid":"{}","clsName":"Canvas","properties":{{"name":"bench:{phase}:{}:{seq}"}}}}]}}"#,
-                c.root, c.id
+                a.root, a.id
             );
         }
         Change::Shape => {
             let _ = write!(
                 out,
                 r#"{{"type":"change","uuid":"{}","clsName":"Shape","properties":{{"x":{seq},"y":{}}}}}]}}"#,
-                ctx.shapes[c.id],
-                phase * PHASE_STRIDE + c.id as u64
+                ctx.shapes[a.id],
+                phase * PHASE_STRIDE + a.id as u64
             );
         }
     }
 }
 
-/// Handles one frame from the server.
-fn on_frame(c: &mut Conn, r: &mut ConnResult, text: &[u8], s: &Shared, ctx: &Ctx) {
-    let now = Instant::now();
+/// When a read was done: for ack latency, and in µs since `Shared::epoch` plus one (as
+/// `Shared::send_us`) for broadcast latency.
+#[derive(Debug, Clone, Copy)]
+struct ReadAt {
+    now: Instant,
+    us: u64,
+}
+
+impl ReadAt {
+    fn now(s: &Shared) -> Self {
+        let now = Instant::now();
+        Self { now, us: now.saturating_duration_since(s.epoch).as_micros() as u64 + 1 }
+    }
+}
+
+/// Handles one text frame from the server, received at `at`.
+fn on_frame(
+    max_server_index: &mut u64,
+    outstanding: &mut HashMap<u64, Pending>,
+    r: &mut ConnResult,
+    text: &[u8],
+    at: ReadAt,
+    s: &Shared,
+    ctx: &Ctx,
+) {
+    let now = at.now;
     let ok = jsonscan::messages(text, |m| {
-        if m.index > c.max_server_index {
-            c.max_server_index = m.index;
+        if m.index > *max_server_index {
+            *max_server_index = m.index;
         }
         match m.kind {
             Kind::ScopeSyncReply => {
-                let Some(p) = m.reply_to.and_then(|i| c.outstanding.remove(&i)) else {
+                let Some(p) = m.reply_to.and_then(|i| outstanding.remove(&i)) else {
                     // Not one of this phase's (a straggler from an earlier phase).
                     r.late_replies += 1;
                     return;
@@ -358,10 +455,10 @@ fn on_frame(c: &mut Conn, r: &mut ConnResult, text: &[u8], s: &Shared, ctx: &Ctx
                 r.replies += 1;
                 r.accepted += u64::from(m.replies_ok);
                 r.rejected += u64::from(m.replies_err);
-                s.replies.fetch_add(1, Ordering::Relaxed);
-                s.accepted.fetch_add(u64::from(m.replies_ok), Ordering::Relaxed);
+                r.unpublished.replies += 1;
+                r.unpublished.accepted += u64::from(m.replies_ok);
                 if m.replies_err > 0 {
-                    s.rejected.fetch_add(u64::from(m.replies_err), Ordering::Relaxed);
+                    r.unpublished.rejected += u64::from(m.replies_err);
                     if let Some(e) = m.first_error {
                         let e = String::from_utf8_lossy(&e[..e.len().min(200)]).into_owned();
                         if r.errors.len() < MAX_ERROR_KINDS || r.errors.contains_key(&e) {
@@ -392,10 +489,8 @@ fn on_frame(c: &mut Conn, r: &mut ConnResult, text: &[u8], s: &Shared, ctx: &Ctx
                     r.stale += 1;
                     return;
                 }
-                let before = r.tracker.distinct_total();
-                r.tracker.on(w, seq);
-                if r.tracker.distinct_total() > before {
-                    s.broadcasts.fetch_add(1, Ordering::Relaxed);
+                if r.tracker.on(w, seq) {
+                    r.unpublished.broadcasts += 1;
                 }
                 let sent = s
                     .send_us
@@ -403,8 +498,7 @@ fn on_frame(c: &mut Conn, r: &mut ConnResult, text: &[u8], s: &Shared, ctx: &Ctx
                     .and_then(|v| v.get(usize::try_from(seq).ok()?))
                     .map_or(0, |a| a.load(Ordering::Acquire));
                 if sent > 0 {
-                    let at = now.duration_since(s.epoch).as_micros() as u64 + 1;
-                    r.broadcast.saturating_record(at.saturating_sub(sent).max(1));
+                    r.broadcast_batch.push(at.us.saturating_sub(sent).max(1));
                 }
             }
             Kind::Ping | Kind::Other => {}
@@ -415,35 +509,67 @@ fn on_frame(c: &mut Conn, r: &mut ConnResult, text: &[u8], s: &Shared, ctx: &Ctx
     }
 }
 
-/// Reads one message; `false` when the connection is over (reason in `c.closed`).
-fn on_message(
-    c: &mut Conn,
-    r: &mut ConnResult,
-    m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-    s: &Shared,
-    ctx: &Ctx,
-) -> bool {
-    match m {
-        Some(Ok(Message::Text(t))) => {
-            on_frame(c, r, t.as_bytes(), s, ctx);
-            true
-        }
-        Some(Ok(Message::Close(f))) => {
-            c.closed = Some(
-                f.map_or_else(|| "close".to_owned(), |f| format!("close {} {}", u16::from(f.code), f.reason)),
-            );
-            false
-        }
-        Some(Ok(_)) => true,
-        Some(Err(e)) => {
-            c.closed = Some(format!("error: {e}"));
-            false
-        }
-        None => {
-            c.closed = Some("eof".to_owned());
-            false
+/// Handles every complete frame in the read buffer, all as received now (one clock
+/// reading per read, taken before any of them is parsed): text frames by [`on_frame`],
+/// WebSocket pings answered (queued on the writer; the caller flushes). Then adds the
+/// counts to the phase's. `false` when the connection is over (reason in `c.closed`).
+fn on_frames(c: &mut Conn, r: &mut ConnResult, s: &Shared, ctx: &Ctx) -> bool {
+    let at = ReadAt::now(s);
+    let open = on_frames_at(c, r, at, s, ctx);
+    r.publish(s);
+    open
+}
+
+/// [`on_frames`] without the clock reading and the publishing.
+fn on_frames_at(c: &mut Conn, r: &mut ConnResult, at: ReadAt, s: &Shared, ctx: &Ctx) -> bool {
+    loop {
+        let f = match c.rd.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => return true,
+            Err(e) => {
+                c.closed = Some(format!("error: {e:#}"));
+                return false;
+            }
+        };
+        let p = c.rd.payload(&f);
+        match f.opcode {
+            op::TEXT => on_frame(&mut c.max_server_index, &mut c.outstanding, r, p, at, s, ctx),
+            op::PING => c.wr.push_frame(op::PONG, p),
+            op::CLOSE => {
+                c.closed = Some(if p.is_empty() {
+                    "close".to_owned()
+                } else {
+                    format!("close {}", ws::close_reason(p))
+                });
+                return false;
+            }
+            _ => {}
         }
     }
+}
+
+/// After a read (`n`: its result): handles what arrived and sends any pong. `false` when
+/// the connection is over (reason in `c.closed`).
+async fn on_read(c: &mut Conn, r: &mut ConnResult, n: anyhow::Result<usize>, s: &Shared, ctx: &Ctx) -> bool {
+    match n {
+        Ok(0) => {
+            c.closed = Some("eof".to_owned());
+            return false;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            c.closed = Some(format!("error: {e:#}"));
+            return false;
+        }
+    }
+    if !on_frames(c, r, s, ctx) {
+        return false;
+    }
+    if let Err(e) = c.wr.flush().await {
+        c.closed = Some(format!("error: {e:#}"));
+        return false;
+    }
+    true
 }
 
 /// A writer for one phase. Returns the connection for the next phase.
@@ -466,26 +592,20 @@ async fn writer(
     let mut tick = tokio::time::interval(step);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut seq = 0u64;
-    let mut frame = String::with_capacity(256 * ctx.per_frame.max(1));
     // Replies still owed from an earlier phase no longer count against the window.
     c.outstanding.clear();
     tokio::time::sleep_until(s.epoch).await;
+    // What an earlier phase (or the setup) left in the read buffer.
+    // (`false` only with `c.closed` set, which ends the loop.)
+    on_frames(&mut c, &mut r, &s, &ctx);
     let mut next_ack = Instant::now() + ctx.ack_interval;
-    'run: while c.closed.is_none() {
+    while c.closed.is_none() {
         // Acknowledge here rather than in the select: a socket that always has a message
         // ready would starve that branch.
         let now = Instant::now();
         if now >= next_ack || c.max_server_index >= c.acked + ACK_AFTER {
             next_ack = now + ctx.ack_interval;
-            if let Err(e) = async {
-                c.ack().await?;
-                c.ws.flush().await
-            }
-            .await
-            {
-                c.closed = Some(format!("error: {e}"));
-                break;
-            }
+            c.ack();
         }
         // Send what the load allows now.
         let mut budget = match load {
@@ -506,56 +626,56 @@ async fn writer(
                 want.min(room)
             }
         };
-        let mut fed = false;
         while budget > 0 {
             let k = budget.min(ctx.per_frame.max(1));
             budget -= k;
-            frame.clear();
-            if k > 1 {
-                frame.push('[');
-            }
             let sent = Instant::now();
-            for j in 0..k {
-                if j > 0 {
-                    frame.push(',');
+            let author = Author { scope_index: c.scope_index, root: &c.root, id: c.id };
+            // The frame is written straight into the socket's output buffer.
+            c.wr.push_text_with(|frame| {
+                if k > 1 {
+                    frame.push(b'[');
                 }
-                let index = c.next_index;
-                c.next_index += 1;
-                push_sync(&mut frame, &c, index, &ctx, s.phase, seq);
-                let scheduled = match load {
-                    Load::Open { start, rate, .. } => {
-                        let t = start + Duration::from_secs_f64(seq as f64 / rate);
-                        r.send_lag.saturating_record(micros(sent.saturating_duration_since(t)));
-                        Some(t)
+                for j in 0..k {
+                    if j > 0 {
+                        frame.push(b',');
                     }
-                    Load::Closed { .. } => None,
-                };
-                if let Some(slot) = s.send_us.get(c.id).and_then(|v| v.get(seq as usize)) {
-                    slot.store(sent.duration_since(s.epoch).as_micros() as u64 + 1, Ordering::Release);
+                    let index = c.next_index;
+                    c.next_index += 1;
+                    push_sync(frame, author, index, &ctx, s.phase, seq);
+                    let scheduled = match load {
+                        Load::Open { start, rate, .. } => {
+                            let t = start + Duration::from_secs_f64(seq as f64 / rate);
+                            r.send_lag.saturating_record(micros(sent.saturating_duration_since(t)));
+                            Some(t)
+                        }
+                        Load::Closed { .. } => None,
+                    };
+                    if let Some(slot) = s.send_us.get(author.id).and_then(|v| v.get(seq as usize)) {
+                        slot.store(sent.duration_since(s.epoch).as_micros() as u64 + 1, Ordering::Release);
+                    }
+                    c.outstanding.insert(index, Pending { sent, scheduled });
+                    seq += 1;
                 }
-                c.outstanding.insert(index, Pending { sent, scheduled });
-                seq += 1;
-            }
-            if k > 1 {
-                frame.push(']');
-            }
+                if k > 1 {
+                    frame.push(b']');
+                }
+            });
             r.sent += k as u64;
             s.sent.fetch_add(k as u64, Ordering::Relaxed);
-            if let Err(e) = c.ws.feed(Message::text(frame.as_str())).await {
-                c.closed = Some(format!("error: {e}"));
-                break 'run;
-            }
-            fed = true;
         }
-        if fed && let Err(e) = c.ws.flush().await {
-            c.closed = Some(format!("error: {e}"));
+        // The acknowledgement and the changesets, in one write.
+        if let Err(e) = c.wr.flush().await {
+            c.closed = Some(format!("error: {e:#}"));
             break;
         }
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            m = c.ws.next() => {
-                if !on_message(&mut c, &mut r, m, &s, &ctx) {
+            // Cancel-safe: `fill` only moves data within its buffer before the read, and
+            // takes the bytes in only once the read has completed.
+            n = c.rd.fill() => {
+                if !on_read(&mut c, &mut r, n, &s, &ctx).await {
                     break;
                 }
             }
@@ -564,11 +684,7 @@ async fn writer(
         }
     }
     if c.closed.is_none() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            c.ack().await?;
-            c.ws.flush().await
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.ack_now()).await;
     } else {
         s.writers_closed.fetch_add(1, Ordering::Relaxed);
     }
@@ -585,27 +701,26 @@ async fn listener(
     let mut r = ConnResult::new(false);
     let mut ack = tokio::time::interval(ctx.ack_interval);
     ack.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // What the setup left in the read buffer.
+    // (`false` only with `c.closed` set, which ends the loop.)
+    on_frames(&mut c, &mut r, &s, &ctx);
     let mut next_ack = Instant::now() + ctx.ack_interval;
     while c.closed.is_none() {
         // As in `writer`: acknowledged here, the select's tick only wakes the loop up.
         let now = Instant::now();
         if now >= next_ack || c.max_server_index >= c.acked + ACK_AFTER {
             next_ack = now + ctx.ack_interval;
-            if let Err(e) = async {
-                c.ack().await?;
-                c.ws.flush().await
-            }
-            .await
-            {
-                c.closed = Some(format!("error: {e}"));
+            if let Err(e) = c.ack_now().await {
+                c.closed = Some(format!("error: {e:#}"));
                 break;
             }
         }
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            m = c.ws.next() => {
-                if !on_message(&mut c, &mut r, m, &s, &ctx) {
+            // Cancel-safe, as in `writer`.
+            n = c.rd.fill() => {
+                if !on_read(&mut c, &mut r, n, &s, &ctx).await {
                     break;
                 }
             }
@@ -613,58 +728,64 @@ async fn listener(
         }
     }
     if c.closed.is_none() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            c.ack().await?;
-            c.ws.flush().await
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.ack_now()).await;
     }
     (c, r)
 }
 
-/// Reads frames (parsed as JSON, flattened) until `want` says it has what it needs.
+/// Reads frames (parsed as JSON, flattened) until `want` says it has what it needs;
+/// answers WebSocket pings on the way. What follows in the read buffer stays there, for
+/// the phases.
 async fn read_setup(
-    ws: &mut Ws,
+    rd: &mut WsReader,
+    wr: &mut WsWriter,
     max_index: &mut u64,
     mut want: impl FnMut(&Value) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
     loop {
-        let m = ws.next().await.context("connection closed during setup")??;
-        let text = match m {
-            Message::Text(t) => t,
-            Message::Close(c) => bail!("closed during setup: {c:?}"),
-            _ => continue,
-        };
-        let v: Value = serde_json::from_str(text.as_str()).context("setup frame is not JSON")?;
-        let msgs = match v {
-            Value::Array(a) => a,
-            v => vec![v],
-        };
-        let mut done = false;
-        for m in &msgs {
-            if let Some(i) = m["index"].as_u64() {
-                *max_index = (*max_index).max(i);
+        while let Some(f) = rd.next_frame()? {
+            let p = rd.payload(&f);
+            match f.opcode {
+                op::TEXT => {}
+                op::PING => {
+                    wr.push_frame(op::PONG, p);
+                    continue;
+                }
+                op::CLOSE => bail!("closed during setup: {}", ws::close_reason(p)),
+                _ => continue,
             }
-            done |= want(m)?;
+            let v: Value = serde_json::from_slice(p).context("setup frame is not JSON")?;
+            let msgs = match v {
+                Value::Array(a) => a,
+                v => vec![v],
+            };
+            let mut done = false;
+            for m in &msgs {
+                if let Some(i) = m["index"].as_u64() {
+                    *max_index = (*max_index).max(i);
+                }
+                done |= want(m)?;
+            }
+            if done {
+                wr.flush().await?;
+                return Ok(());
+            }
         }
-        if done {
-            return Ok(());
+        wr.flush().await?;
+        if rd.fill().await? == 0 {
+            bail!("connection closed during setup");
         }
     }
 }
 
 /// Opens a session and fetches the scope.
 async fn open_session(ep: &Endpoint, id: usize) -> anyhow::Result<Conn> {
-    let stream = crate::ws::tcp_connect(ep.addr, None).await?;
-    // tungstenite zeroes `read_buffer_size` bytes before every read: at 64 KiB that memset
-    // was 14 % of the bench's time while 100 listeners read small frames.
-    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(ep.url.as_str(), stream, Some(config))
+    let (mut rd, mut wr) = ws::connect(ep.addr, &ep.host, &ep.path, None, READ_BUF, id as u64)
         .await
         .with_context(|| format!("WebSocket handshake with {}", ep.url))?;
     let mut max_index = 0;
-    ws.send(Message::text(r#"{"type":"SessionCreate","index":0,"version":"0.1.0","params":{}}"#)).await?;
-    read_setup(&mut ws, &mut max_index, |m| {
+    wr.send_text(br#"{"type":"SessionCreate","index":0,"version":"0.1.0","params":{}}"#).await?;
+    read_setup(&mut rd, &mut wr, &mut max_index, |m| {
         if m["type"] != "SessionCreateReply" {
             return Ok(false);
         }
@@ -672,9 +793,9 @@ async fn open_session(ep: &Endpoint, id: usize) -> anyhow::Result<Conn> {
     })
     .await?;
     let fetch = format!(r#"{{"type":"ScopeFetch","index":1,"name":"{SCOPE}","params":{{}}}}"#);
-    ws.send(Message::text(fetch)).await?;
+    wr.send_text(fetch.as_bytes()).await?;
     let (mut scope_index, mut root) = (None, None);
-    read_setup(&mut ws, &mut max_index, |m| {
+    read_setup(&mut rd, &mut wr, &mut max_index, |m| {
         match m["type"].as_str() {
             Some("ScopeFetchReply") if m["replyTo"] == 1 => {
                 if !m["error"].is_null() {
@@ -689,7 +810,8 @@ async fn open_session(ep: &Endpoint, id: usize) -> anyhow::Result<Conn> {
     })
     .await?;
     Ok(Conn {
-        ws,
+        rd,
+        wr,
         id,
         next_index: 2,
         scope_index: scope_index.unwrap_or(0),
@@ -756,9 +878,9 @@ async fn create_shapes(c: &mut Conn, shapes: &[String]) -> anyhow::Result<()> {
         r#"{{"type":"ScopeSync","index":{index},"scopeIndex":{},"atomic":false,"fragments":[{frags}]}}"#,
         c.scope_index
     );
-    c.ws.send(Message::text(msg)).await?;
+    c.wr.send_text(msg.as_bytes()).await?;
     let mut max = c.max_server_index;
-    let fut = read_setup(&mut c.ws, &mut max, |m| {
+    let fut = read_setup(&mut c.rd, &mut c.wr, &mut max, |m| {
         if m["type"] != "ScopeSyncReply" || m["replyTo"] != index {
             return Ok(false);
         }
@@ -835,6 +957,7 @@ async fn run_phase(
         broadcasts: AtomicU64::new(0),
         writers_closed: AtomicU64::new(0),
         send_us,
+        broadcast: Latencies::new(BROADCAST_SHARDS),
     });
     let metrics0 = match &ep.metrics {
         Some((a, h)) => fetch_metrics(*a, h).await,
@@ -952,7 +1075,7 @@ async fn run_phase(
                     writers_back.push(c);
                 } else if !is_writer {
                     let mut c = c;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), c.ws.close(None)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), c.wr.close()).await;
                 }
             }
             Ok(Err(e)) => *closed.entry(format!("task failed: {e}")).or_default() += 1,
@@ -966,7 +1089,7 @@ async fn run_phase(
     let mut ack = new_histogram();
     let mut ack_sched = new_histogram();
     let mut lag = new_histogram();
-    let mut bcast = new_histogram();
+    let bcast = s.broadcast.merged();
     let (mut dup, mut ooo, mut stale, mut empty, mut unparsed, mut late, mut held) = (0, 0, 0, 0, 0, 0, 0);
     let (mut missing_w, mut missing_l, mut got_w, mut got_l, mut complete_l, mut extra) = (0, 0, 0, 0, 0, 0);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -974,7 +1097,6 @@ async fn run_phase(
         let _ = ack.add(&r.ack);
         let _ = ack_sched.add(&r.ack_sched);
         let _ = lag.add(&r.send_lag);
-        let _ = bcast.add(&r.broadcast);
         dup += r.tracker.duplicates;
         ooo += r.tracker.out_of_order;
         stale += r.stale;
@@ -1135,7 +1257,7 @@ async fn run_target(ep: &Endpoint, shape: &Shape, p: &Params) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for mut c in writers {
-        let _ = tokio::time::timeout(Duration::from_secs(1), c.ws.close(None)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), c.wr.close()).await;
     }
     Ok(Value::Object(out))
 }
@@ -1290,6 +1412,8 @@ async fn run_all(
         listeners: listeners.clone(),
         label: "tether",
         addr: target.ws,
+        host: target.ws_host.clone(),
+        path: target.ws_path.clone(),
         url: format!("ws://{}{}", target.ws_host, target.ws_path),
         pid: server_pid,
         metrics: Some((target.api, target.api_host.clone())),
@@ -1318,6 +1442,8 @@ async fn run_all(
                     listeners: listeners.clone(),
                     label: "reference",
                     addr,
+                    host: addr.to_string(),
+                    path: "/jetstream".to_owned(),
                     url: format!("ws://{addr}/jetstream"),
                     pid: Some(server.child.id()),
                     metrics: None,

@@ -69,8 +69,12 @@ struct Stream {
     next: u64,
     /// Distinct sequence numbers seen.
     distinct: u64,
-    /// Bit per sequence number.
+    /// Bit per sequence number, once one arrived past a gap. Until then (the usual case:
+    /// everything in order) every number below `next` has been seen and nothing else, so
+    /// `next` alone says what was seen and the bitmap is left empty.
     bits: Vec<u64>,
+    /// Whether `bits` is in use.
+    gapped: bool,
 }
 
 /// What one subscriber saw.
@@ -88,28 +92,47 @@ pub(crate) struct SeqTracker {
 }
 
 impl SeqTracker {
-    /// Records one received stamp.
-    pub(crate) fn on(&mut self, p: usize, seq: u64) {
+    /// Records one received stamp; `true` if it was not seen before.
+    pub(crate) fn on(&mut self, p: usize, seq: u64) -> bool {
         self.received += 1;
         if p >= self.streams.len() {
             if p > 1 << 16 {
                 self.unparsed += 1;
-                return;
+                return false;
             }
             self.streams.resize(p + 1, Stream::default());
         }
         let s = &mut self.streams[p];
         let (w, b) = ((seq / 64) as usize, seq % 64);
-        if w >= s.bits.len() {
-            if w > 1 << 26 {
-                self.unparsed += 1;
-                return;
+        if w > 1 << 26 {
+            self.unparsed += 1;
+            return false;
+        }
+        if !s.gapped {
+            if seq == s.next {
+                s.next += 1;
+                s.distinct += 1;
+                return true;
             }
+            if seq < s.next {
+                self.duplicates += 1;
+                return false;
+            }
+            // The first gap: from now on, a bit per number (all below `next` seen).
+            s.gapped = true;
+            let full = (s.next / 64) as usize;
+            s.bits.clear();
+            s.bits.resize(full, u64::MAX);
+            if !s.next.is_multiple_of(64) {
+                s.bits.push((1u64 << (s.next % 64)) - 1);
+            }
+        }
+        if w >= s.bits.len() {
             s.bits.resize((w + 1).next_power_of_two(), 0);
         }
         if s.bits[w] & (1 << b) != 0 {
             self.duplicates += 1;
-            return;
+            return false;
         }
         s.bits[w] |= 1 << b;
         s.distinct += 1;
@@ -118,6 +141,7 @@ impl SeqTracker {
         } else {
             self.next_set(p, seq + 1);
         }
+        true
     }
 
     fn next_set(&mut self, p: usize, next: u64) {
@@ -232,5 +256,39 @@ mod tests {
         assert_eq!(t.duplicates, 1);
         assert_eq!(t.out_of_order, 1);
         assert_eq!(t.distinct_total(), 5);
+    }
+
+    /// The in-order fast path and the bitmap (after a gap) agree with a plain set.
+    #[test]
+    fn tracker_matches_a_set() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..200 {
+            let mut t = SeqTracker::default();
+            let mut seen = std::collections::HashSet::new();
+            let (mut dup, mut ooo, mut hi) = (0, 0, None::<u64>);
+            let mut next = 0u64;
+            for _ in 0..300 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                // Mostly the next one; sometimes a repeat, a jump back or a gap.
+                let seq = match rng % 16 {
+                    0 if round % 2 == 0 => next + rng % 150,
+                    1 => next.saturating_sub(1 + rng % 70),
+                    _ => next,
+                };
+                let new = seen.insert(seq);
+                assert_eq!(t.on((round % 3) as usize, seq), new, "round {round} seq {seq}");
+                if !new {
+                    dup += 1;
+                } else if hi.is_some_and(|h| seq < h) {
+                    ooo += 1;
+                }
+                hi = hi.max(Some(seq));
+                next = next.max(seq + 1);
+            }
+            assert_eq!((t.duplicates, t.out_of_order), (dup, ooo), "round {round}");
+            assert_eq!(t.distinct_total(), seen.len() as u64);
+        }
     }
 }
