@@ -583,7 +583,7 @@ impl Default for SyncConfig {
             idle_unload_ms: 60_000,
             inbound_rate: 10_000,
             inbound_burst: 10_000,
-            fanout_interval_ms: 0,
+            fanout_interval_ms: 10,
         }
     }
 }

@@ -75,6 +75,11 @@ fn jet_config() -> Config {
     c
 }
 
+/// The default `sync.fanout_interval_ms`.
+fn cfg_fanout_ms() -> u64 {
+    tether_server::config::SyncConfig::default().fanout_interval_ms
+}
+
 async fn open(server: &RunningServer, query: &str) -> Ws {
     ws(server, &format!("/jetstream{query}")).await
 }
@@ -344,6 +349,9 @@ async fn resume_by_query_parameter_and_by_header_loses_nothing() {
     drop(a);
     send(&mut b, &add_shape_sync(2, &root)).await;
     assert_eq!(recv_msgs(&mut b).await[0]["type"], "ScopeSyncReply");
+    // B's reply does not wait for the fan-out to A (at most `fanout_interval_ms` later);
+    // let it reach A's session, so that the resend below is what carries it.
+    tokio::time::sleep(Duration::from_millis(20 * cfg_fanout_ms().max(1))).await;
 
     // Resume with the query parameter (what a browser can do), acknowledging index 2.
     let mut a = open(&server, &format!("?x-jetstream-sessiontoken={token}")).await;
