@@ -6,11 +6,14 @@
 //!
 //! # Layout
 //!
+//! - [`history`]: a channel's recent publications by offset and epoch; recovery that is
+//!   all or nothing.
 //! - [`hub`]: channels, subscriptions grouped by distinct filter, fan-out.
 //! - [`namespace`]: per-namespace options and the permission rules built on them.
 //! - [`rate`]: token-bucket rate limiting with caller-supplied time, per key or not.
 //! - [`sync`]: model sync (Jetstream): schemas, scope state, changesets and their validation.
 
+pub mod history;
 pub mod hub;
 pub mod namespace;
 pub mod rate;
