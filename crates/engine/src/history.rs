@@ -116,16 +116,6 @@ impl<T: Clone> ChannelHistory<T> {
         Position { offset: self.top, epoch: Arc::clone(&self.epoch) }
     }
 
-    /// The limits.
-    pub fn limits(&self) -> HistoryLimits {
-        self.limits
-    }
-
-    /// Changes the limits (a configuration reload); trims at the next write or read.
-    pub fn set_limits(&mut self, limits: HistoryLimits) {
-        self.limits = limits;
-    }
-
     /// Number of publications kept right now (before trimming by age).
     pub fn len(&self) -> usize {
         self.entries.len()

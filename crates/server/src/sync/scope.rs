@@ -205,6 +205,11 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// A changeset of `count` fragments refused as a whole with `error`.
+    fn refused(session: Arc<Session>, reply_to: u64, count: usize, error: WireError) -> Self {
+        Self::Synced { session, reply_to, replies: vec![Some(error); count], applied_json: None }
+    }
+
     /// The session the outcome answers, if it came from one.
     fn session(&self) -> Option<&Arc<Session>> {
         match self {
@@ -323,13 +328,12 @@ impl Actor {
                         .iter()
                         .any(|m| m.session.id == session.id && m.scope_index == scope_index)
                     {
-                        let e = scope_not_found(scope_index);
-                        outcomes.push(Outcome::Synced {
+                        outcomes.push(Outcome::refused(
                             session,
                             reply_to,
-                            replies: vec![Some(e); fragments.len()],
-                            applied_json: None,
-                        });
+                            fragments.len(),
+                            scope_not_found(scope_index),
+                        ));
                         continue;
                     }
                     let mut follow_up = Vec::new();
@@ -343,12 +347,7 @@ impl Actor {
                             Err(reason) => {
                                 // The whole message is refused before anything changes.
                                 let e = super::could_not_apply(reason);
-                                outcomes.push(Outcome::Synced {
-                                    session,
-                                    reply_to,
-                                    replies: vec![Some(e); fragments.len()],
-                                    applied_json: None,
-                                });
+                                outcomes.push(Outcome::refused(session, reply_to, fragments.len(), e));
                                 continue;
                             }
                         }
