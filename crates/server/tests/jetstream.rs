@@ -856,7 +856,11 @@ async fn downstream() -> (std::net::SocketAddr, Seen) {
                      Path(id): Path<String>,
                      axum::Json(body): axum::Json<Value>| async move {
                         seen.lock().unwrap().push((id, body.clone()));
-                        if body["text"] == "reject" {
+                        if body["text"] == "slow reject" {
+                            // Holds the scope (it waits for its procedures' calls).
+                            tokio::time::sleep(Duration::from_millis(400)).await;
+                        }
+                        if body["text"] == "reject" || body["text"] == "slow reject" {
                             return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({})));
                         }
                         let name = format!("last: {}", body["text"].as_str().unwrap_or(""));
@@ -874,9 +878,8 @@ async fn downstream() -> (std::net::SocketAddr, Seen) {
     (addr, seen)
 }
 
-#[tokio::test]
-async fn procedures_check_constraints_call_downstream_and_apply_its_updates() {
-    let (addr, seen) = downstream().await;
+/// [`jet_config`] with procedure `ChatRoom.postMessage` calling [`downstream`] at `addr`.
+fn procedure_config(addr: std::net::SocketAddr) -> Config {
     let mut cfg = jet_config();
     let procedures = format!(
         r#"
@@ -895,20 +898,29 @@ async fn procedures_check_constraints_call_downstream_and_apply_its_updates() {
     );
     let table: toml::Table = toml::from_str(&procedures).unwrap();
     cfg.sync.procedures = table["procedures"].clone().try_into().unwrap();
-    let server = start(cfg).await;
+    cfg
+}
+
+/// A `ScopeSync` posting message number `n` with `text` through `ChatRoom.postMessage`.
+fn post(room: &str, index: u64, n: u64, text: &str) -> String {
+    let messages: Vec<String> = (1..=n).map(|i| shape_uuid(200 + i)).collect();
+    json!({"type":"ScopeSync","index":index,"scopeIndex":0,"atomic":true,"procedure":"ChatRoom.postMessage","fragments":[
+        {"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"messages":messages}},
+        {"type":"add","uuid":shape_uuid(200 + n),"clsName":"Message","properties":{"text":text}}
+    ]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn procedures_check_constraints_call_downstream_and_apply_its_updates() {
+    let (addr, seen) = downstream().await;
+    let server = start(procedure_config(addr)).await;
     let mut a = open(&server, "").await;
     let mut b = open(&server, "").await;
     let (_, state) = session_with(&mut a, "ChatRoom").await;
     session_with(&mut b, "ChatRoom").await;
     let room = state["rootUUID"].as_str().unwrap().to_owned();
-    let post = |index: u64, n: u64, text: &str| {
-        let messages: Vec<String> = (1..=n).map(|i| shape_uuid(200 + i)).collect();
-        json!({"type":"ScopeSync","index":index,"scopeIndex":0,"atomic":true,"procedure":"ChatRoom.postMessage","fragments":[
-            {"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"messages":messages}},
-            {"type":"add","uuid":shape_uuid(200 + n),"clsName":"Message","properties":{"text":text}}
-        ]})
-        .to_string()
-    };
+    let post = |index: u64, n: u64, text: &str| post(&room, index, n, text);
 
     // Accepted downstream: applied, broadcast to B, then the remote's update reaches both.
     send(&mut a, &post(2, 1, "hello")).await;
@@ -945,5 +957,56 @@ async fn procedures_check_constraints_call_downstream_and_apply_its_updates() {
     let frags = state["fragments"].as_array().unwrap();
     assert_eq!(frags[0]["properties"]["name"], "last: hello");
     assert_eq!(frags[0]["properties"]["messages"], json!([shape_uuid(201)]));
+    server.shutdown().await.unwrap();
+}
+
+/// A batch the store refuses (here: another process appended to the scope's log first) is
+/// refused as a whole and the scope reloads what is durable; a fetch in that batch is
+/// answered at once with the reloaded state. (Regression: that fetch's reply waited for the
+/// session's next flush.)
+#[tokio::test]
+async fn a_batch_the_store_refuses_is_refused_and_a_fetch_in_it_gets_the_durable_state() {
+    let (addr, _) = downstream().await;
+    let cfg = procedure_config(addr);
+    let data_dir = cfg.data_dir.clone();
+    let server = start(cfg).await;
+    let mut a = open(&server, "").await;
+    let (_, state) = session_with(&mut a, "ChatRoom").await;
+    let room = state["rootUUID"].as_str().unwrap().to_owned();
+
+    // Another writer of the same file moves the scope's log on.
+    let other = tether_store::SqliteStore::open_in_dir(&data_dir).unwrap();
+    let stored = tether_store::Store::load_scope(&other, "ChatRoom").await.unwrap().unwrap();
+    let change =
+        json!([{"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"name":"written elsewhere"}}]);
+    tether_store::Store::append_changesets(
+        &other,
+        "ChatRoom",
+        vec![(stored.last_seq() + 1, change.to_string().into_bytes())],
+    )
+    .await
+    .unwrap();
+
+    // A slow procedure call holds the scope, so the next two messages land in one batch.
+    send(&mut a, &post(&room, 2, 1, "slow reject")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let batch = json!([
+        {"type":"ScopeSync","index":3,"scopeIndex":0,"fragments":[
+            {"type":"change","uuid":room,"clsName":"ChatRoom","properties":{"name":"not stored"}}]},
+        {"type":"ScopeFetch","index":4,"name":"ChatRoom","params":{}}
+    ]);
+    send(&mut a, &batch.to_string()).await;
+    let got = recv_n(&mut a, 4).await;
+    assert_eq!(got[0]["replyTo"], 2, "{got:?}");
+    assert_eq!(got[1]["type"], "ScopeSyncReply", "{got:?}");
+    assert_eq!(got[1]["replyTo"], 3);
+    assert_eq!(
+        got[1]["fragmentReplies"][0]["error"]["message"],
+        "Could not apply SyncMessage: the change could not be stored"
+    );
+    assert_eq!(got[2]["type"], "ScopeFetchReply", "{got:?}");
+    assert_eq!(got[2]["replyTo"], 4);
+    assert_eq!(got[3]["type"], "ScopeState");
+    assert_eq!(got[3]["fragments"][0]["properties"]["name"], "written elsewhere", "{got:?}");
     server.shutdown().await.unwrap();
 }

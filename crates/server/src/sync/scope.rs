@@ -632,10 +632,12 @@ impl Actor {
             let _ = reply.send((self.loaded.state.root(), self.loaded.state.to_json_tree()));
         }
         // Fetches in the failed batch get the durable state.
-        for (session, scope_index, reply_to) in fetches {
-            let outcome = self.fetched(session, scope_index, reply_to);
-            self.deliver(outcome);
-        }
+        let outcomes = fetches
+            .into_iter()
+            .map(|(session, scope_index, reply_to)| self.fetched(session, scope_index, reply_to))
+            .collect();
+        // Served like any batch: flushed, and after what the fan-out still owes them.
+        self.deliver_batch(outcomes);
     }
 
     /// Stores a snapshot at the current seq (trimming the log), if anything changed since
