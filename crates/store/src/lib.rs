@@ -11,6 +11,13 @@
 //! bytes encoded by the server. The store orders and trims them by sequence number and never
 //! looks inside.
 //!
+//! It also keeps channel history ([`StoredHistory`]): per channel, its position (epoch and
+//! top offset) and the publications it still keeps, as opaque bytes. The server numbers
+//! publications in memory and hands them over in write-behind batches
+//! ([`Store::append_history`]); the store upserts them by offset and trims them by the
+//! limits given with each batch, and [`Store::mark_started`] tells a restarted server whether
+//! the previous one had flushed everything before it stopped.
+//!
 //! The trait is object-safe (`Arc<dyn Store>`) so a server database (Postgres) can be
 //! added later without touching callers.
 //!
@@ -194,6 +201,84 @@ impl Debug for StoredScope {
     }
 }
 
+/// One publication kept in a channel's history.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HistoryRecord {
+    /// Channel name (not empty).
+    pub channel: String,
+    /// The epoch the offset belongs to.
+    pub epoch: String,
+    /// Offset of the publication within its epoch, from 1 to `i64::MAX`.
+    pub offset: u64,
+    /// When it was published (the server's clock), Unix milliseconds, at most `i64::MAX`.
+    pub at_ms: u64,
+    /// Opaque bytes of the server's encoding.
+    pub payload: Vec<u8>,
+}
+
+impl Debug for HistoryRecord {
+    // The size, not the contents: a publication is no business of a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryRecord")
+            .field("channel", &self.channel)
+            .field("epoch", &self.epoch)
+            .field("offset", &self.offset)
+            .field("at_ms", &self.at_ms)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// How much history one channel keeps, given with each [`Store::append_history`] so the
+/// store trims in the same transaction.
+///
+/// Both limits remove publications from the oldest on, so what is kept is always the newest
+/// part of the channel's history, as `ChannelHistory` in the engine keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryKeep {
+    /// Channel name (not empty).
+    pub channel: String,
+    /// Most publications kept: rows with an offset of `top - max_count` or less are deleted,
+    /// so what stays is the window of the newest `max_count` offsets. With consecutive
+    /// offsets, as the engine assigns them, that is the newest `max_count` publications; with
+    /// gaps, fewer (but still every one of the consecutive run ending at `top` that fits).
+    /// 0 keeps none (the channel's position is still kept). The engine treats a limit of 0
+    /// as 1: pass the limit actually in effect.
+    pub max_count: u64,
+    /// Publications stamped before this (Unix milliseconds) are deleted, from the oldest on,
+    /// up to the first one that is not: like the engine's age trimming, which keeps a newer
+    /// publication stamped earlier by a clock that stepped back. 0: no age limit.
+    pub min_at_ms: u64,
+}
+
+/// A channel's stored history.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredHistory {
+    /// Channel name.
+    pub channel: String,
+    /// The current epoch.
+    pub epoch: String,
+    /// Highest offset ever written in the current epoch, even if trimmed since: the
+    /// channel's position, and where its next publication continues (`top + 1`).
+    pub top: u64,
+    /// The kept publications of the current epoch, oldest (lowest offset) first; possibly
+    /// none. Normally consecutive and ending at `top`, but the store does not enforce that.
+    pub entries: Vec<HistoryRecord>,
+}
+
+impl Debug for StoredHistory {
+    // Sizes, not contents, as for StoredScope.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredHistory")
+            .field("channel", &self.channel)
+            .field("epoch", &self.epoch)
+            .field("top", &self.top)
+            .field("entries_len", &self.entries.len())
+            .field("first_offset", &self.entries.first().map(|e| e.offset))
+            .finish()
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -215,6 +300,10 @@ pub enum StoreError {
     /// The store has been shut down.
     #[error("the store is closed")]
     Closed,
+    /// The arguments break a rule of the operation (a bug in the caller, such as an empty
+    /// channel name in [`Store::append_history`]); nothing was written.
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// Anything else from the database (IO, corruption, …); logged, never sent to clients.
     #[error("database error: {0}")]
     Database(String),
@@ -223,7 +312,7 @@ pub enum StoreError {
 /// The future every store operation returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// Persistent state of accounts, sessions, API keys and model-sync scopes.
+/// Persistent state of accounts, sessions, API keys, model-sync scopes and channel history.
 ///
 /// Writes are serialized (one writer); reads may run concurrently. Every write is durable
 /// when its future resolves.
@@ -327,4 +416,64 @@ pub trait Store: Send + Sync + Debug + 'static {
     fn delete_scope<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
     /// Keys of all stored scopes, in byte order.
     fn scope_keys(&self) -> StoreFuture<'_, Vec<String>>;
+
+    /// Stores a batch of channel history, then trims it, all in one transaction: when the
+    /// future resolves with `Ok`, the whole batch is durable; with an error, none of it was
+    /// written (but see below for a database error).
+    ///
+    /// `records` may mix channels, but each channel's records must come in the order they were
+    /// published. For each record, in turn:
+    ///
+    /// - if its epoch differs from the channel's stored epoch (or the channel has none), the
+    ///   history was reset: every stored row of the channel is deleted and the record's epoch
+    ///   becomes the channel's epoch, restarting at whatever offset the record carries (an
+    ///   epoch change in the middle of a batch is a reset there);
+    /// - it is stored under (channel, offset), replacing the row already there (an offset
+    ///   re-used after a crash overwrites it);
+    /// - the channel's `top` becomes the highest offset written in its current epoch (a
+    ///   lower, re-used offset does not lower it).
+    ///
+    /// Then each [`HistoryKeep`] is applied to its channel, in order: a channel without stored
+    /// history is ignored, and a channel of `records` without a `keep` is not trimmed. Trimming
+    /// never changes a channel's epoch or `top`, even if it deletes every row.
+    ///
+    /// [`StoreError::Invalid`], and nothing is written, if a channel name (of a record or a
+    /// keep) is empty, an offset is 0 or above `i64::MAX`, an `at_ms` is above `i64::MAX`,
+    /// or a channel's records of one epoch do not have strictly increasing offsets within the
+    /// batch. Two empty lists do nothing.
+    ///
+    /// Like every write, the batch is queued when the future is first polled and then runs
+    /// even if the future is dropped. After a dropped future or a [`StoreError::Database`]
+    /// (which may come from the commit itself), whether the batch is stored is unknown.
+    /// Applying a batch twice gives the same result as applying it once, so it may be
+    /// retried, as long as no later batch for its channels was appended in between (an old
+    /// batch applied after a newer one could reset a channel back to its old epoch).
+    fn append_history(&self, records: Vec<HistoryRecord>, keep: Vec<HistoryKeep>) -> StoreFuture<'_, ()>;
+    /// Every channel with stored history, in byte order of channel name, with its epoch, `top`
+    /// and kept rows (oldest first), all read on one snapshot: everything committed before
+    /// the call, by any process, and no half of a batch. A channel whose rows were all trimmed
+    /// is still listed, with no entries. Everything is loaded in memory at once.
+    fn load_histories(&self) -> StoreFuture<'_, Vec<StoredHistory>>;
+    /// Deletes the stored history of `channel`, its position included (the next
+    /// [`Store::append_history`] for it starts afresh in whatever epoch it carries); `false`
+    /// if there was none.
+    fn delete_history<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, bool>;
+    /// Records that a server process started using this store; returns whether the previous
+    /// process that did so shut down cleanly, i.e. called [`Store::mark_clean_shutdown`]
+    /// after its last [`Store::mark_started`] (`true` for a file no server ever started on).
+    ///
+    /// Durable when the future resolves. The flag belongs to the file, not to a process: two
+    /// servers started on one file make the second one see an unclean shutdown. After an
+    /// error the flag is usually unchanged and a retry gives the right answer; but if the
+    /// commit itself failed (a [`StoreError::Database`]) or the future was dropped, the flag
+    /// may already say "running", and a retry then reports an unclean shutdown: the safe
+    /// side.
+    fn mark_started(&self) -> StoreFuture<'_, bool>;
+    /// Records a clean shutdown, durably: the next [`Store::mark_started`] returns `true`.
+    ///
+    /// To be called after the last [`Store::append_history`] succeeded, and only then: the
+    /// store does not check it, and later writes do not undo the mark. Writes are applied in
+    /// the order they are queued, so an append whose future resolved is never applied after
+    /// this mark.
+    fn mark_clean_shutdown(&self) -> StoreFuture<'_, ()>;
 }

@@ -65,12 +65,39 @@
 //! a held snapshot: they happen when a scope is not in memory, and must include everything
 //! acknowledged before, by any process.
 //!
+//! Channel history takes two tables, and the server's lifecycle flag a third, added by
+//! migration 3:
+//!
+//! - `history_channels(id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT UNIQUE, epoch TEXT,
+//!   top INTEGER)`: one row per channel with history, holding its position: the current
+//!   epoch and the highest offset written in it. Kept apart from the rows because trimming
+//!   may delete every row while the position must survive. The row is small, so updating
+//!   `top` on every append costs little (unlike `scopes`, whose rows carry a snapshot).
+//! - `history_log(channel_id, offset, at_ms INTEGER, payload BLOB, PRIMARY KEY (channel_id,
+//!   offset)) WITHOUT ROWID`: the kept publications, clustered like `scope_log` so an append
+//!   writes at the right edge of the channel's range and a load is one range scan. `at_ms`
+//!   comes before the payload so that trimming by age reads it without touching payload
+//!   overflow pages.
+//! - `lifecycle(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID`: small flags about the
+//!   file. Key `server` is `running` from [`Store::mark_started`] until
+//!   [`Store::mark_clean_shutdown`] sets it to `clean`.
+//!
+//! An append runs in one IMMEDIATE transaction: per record, reset the channel if the epoch
+//! changed (delete its rows, take the new epoch), upsert the row, raise `top`; then trim by
+//! count (a range delete of the offsets up to `top - max_count`) and by age (an ascending
+//! scan from the oldest row to the first one young enough, then a range delete). Both trims
+//! remove a prefix of the channel's range, never a row in the middle, so the kept rows stay
+//! the consecutive run the engine restores; and both cost in proportion to what they delete,
+//! not to what is kept (stepping over kept rows would read their payloads on every append).
+//! A load reads every channel and its rows on one snapshot, never from a held one.
+//!
 //! API key channel lists are stored as a JSON array of strings (`["a.*","b"]`, `[]` for "every
 //! channel"). JSON rather than a joined string because every pattern round-trips exactly,
 //! including one that is empty or contains the separator, so a restricted key can never be
 //! read back as an unrestricted one.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,8 +113,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::{
-    ApiKey, NewApiKey, NewSession, NewUser, ScopeSeq, Session, SessionId, Store, StoreError, StoreFuture,
-    StoredScope, TokenHash, User, UserId,
+    ApiKey, HistoryKeep, HistoryRecord, NewApiKey, NewSession, NewUser, ScopeSeq, Session, SessionId, Store,
+    StoreError, StoreFuture, StoredHistory, StoredScope, TokenHash, User, UserId,
 };
 
 /// File name of the database inside a data directory (see [`SqliteStore::open_in_dir`]).
@@ -154,7 +181,44 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope_id, seq)
     ) WITHOUT ROWID;
     ",
+    // 3: channel history: each channel's position (epoch, top offset) and the publications
+    // it keeps (opaque bytes of the server's encoding); and the server's lifecycle flag.
+    "
+    CREATE TABLE history_channels (
+        -- The rows refer to a channel by this small integer rather than by its name.
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL UNIQUE,
+        epoch   TEXT NOT NULL,
+        -- Highest offset written in the current epoch, even if its row was trimmed since.
+        top     INTEGER NOT NULL
+    );
+
+    -- Kept publications, clustered on (channel_id, offset) like scope_log. No foreign key:
+    -- every append reads the channel id in its own write transaction, and the store deletes
+    -- a channel's rows together with its position. at_ms before the payload, so that
+    -- trimming by age does not read payload overflow pages.
+    CREATE TABLE history_log (
+        channel_id INTEGER NOT NULL,
+        offset     INTEGER NOT NULL,
+        at_ms      INTEGER NOT NULL,
+        payload    BLOB NOT NULL,
+        PRIMARY KEY (channel_id, offset)
+    ) WITHOUT ROWID;
+
+    -- Flags about the file; key 'server': 'running' or 'clean' (see mark_started).
+    CREATE TABLE lifecycle (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
+
+/// Key of the server's lifecycle flag in `lifecycle`.
+const LIFECYCLE_SERVER: &str = "server";
+/// Its value from [`Store::mark_started`] to [`Store::mark_clean_shutdown`].
+const LIFECYCLE_RUNNING: &str = "running";
+/// Its value after [`Store::mark_clean_shutdown`].
+const LIFECYCLE_CLEAN: &str = "clean";
 
 /// Newest schema version this binary knows.
 // A handful of migrations always fits an i64: the cast cannot wrap.
@@ -898,6 +962,114 @@ impl Store for SqliteStore {
                 .collect()
         })
     }
+
+    fn append_history(&self, records: Vec<HistoryRecord>, keep: Vec<HistoryKeep>) -> StoreFuture<'_, ()> {
+        if records.is_empty() && keep.is_empty() {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        // Checked before queueing: a refused batch never reaches the writer.
+        if let Err(problem) = check_history_batch(&records, &keep) {
+            tracing::error!(problem, "refused an invalid history batch");
+            return Box::pin(std::future::ready(Err(StoreError::Invalid(problem))));
+        }
+        self.write(move |conn| {
+            let result = (|| {
+                // IMMEDIATE: the epochs and tops read below stay current until the commit,
+                // even if another process writes history to the same file.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut channels: HashMap<&str, HistoryTail> = HashMap::new();
+                {
+                    // The hot loop: cached statements, rebound per row.
+                    let mut upsert = tx.prepare_cached(
+                        "INSERT INTO history_log (channel_id, offset, at_ms, payload) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (channel_id, offset) DO UPDATE SET at_ms = excluded.at_ms, \
+                         payload = excluded.payload",
+                    )?;
+                    for record in &records {
+                        let tail = match channels.entry(record.channel.as_str()) {
+                            Entry::Occupied(entry) => entry.into_mut(),
+                            Entry::Vacant(entry) => entry.insert(history_tail(&tx, &record.channel)?),
+                        };
+                        if tail.epoch != record.epoch {
+                            // A reset: nothing of the old epoch survives it.
+                            tx.prepare_cached("DELETE FROM history_log WHERE channel_id = ?1")?
+                                .execute([tail.id])?;
+                            tail.epoch.clone_from(&record.epoch);
+                            tail.top = 0;
+                        }
+                        // Within the batch, checked to fit an i64 (check_history_batch).
+                        let (offset, at_ms) = (seq_to_sql(record.offset)?, seq_to_sql(record.at_ms)?);
+                        upsert.execute(params![tail.id, offset, at_ms, record.payload])?;
+                        tail.top = tail.top.max(record.offset);
+                    }
+                }
+                // One update per channel, not per record.
+                for tail in channels.values() {
+                    tx.prepare_cached("UPDATE history_channels SET epoch = ?1, top = ?2 WHERE id = ?3")?
+                        .execute(params![tail.epoch, seq_to_sql(tail.top)?, tail.id])?;
+                }
+                for keep in &keep {
+                    let channel = match channels.get(keep.channel.as_str()) {
+                        Some(tail) => Some((tail.id, tail.top)),
+                        None => history_channel(&tx, &keep.channel)?,
+                    };
+                    if let Some((id, top)) = channel {
+                        trim_history(&tx, id, top, keep)?;
+                    }
+                }
+                // With synchronous=FULL the commit returns after the WAL is synced.
+                tx.commit()
+            })();
+            result.map_err(|e| db_error("append_history", &e))
+        })
+    }
+
+    fn load_histories(&self) -> StoreFuture<'_, Vec<StoredHistory>> {
+        // Latest and on one snapshot: everything acknowledged before, and never a channel
+        // half-way through a batch.
+        self.read_now("load_histories", |conn| in_one_snapshot(conn, load_histories_in))
+    }
+
+    fn delete_history<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, bool> {
+        let channel = channel.to_owned();
+        self.write(move |conn| {
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some((id, _)) = history_channel(&tx, &channel)? else { return Ok(false) };
+                // No foreign key (see the schema): the rows go explicitly, with the position.
+                tx.prepare_cached("DELETE FROM history_log WHERE channel_id = ?1")?.execute([id])?;
+                tx.prepare_cached("DELETE FROM history_channels WHERE id = ?1")?.execute([id])?;
+                tx.commit()?;
+                Ok(true)
+            })();
+            result.map_err(|e| db_error("delete_history", &e))
+        })
+    }
+
+    fn mark_started(&self) -> StoreFuture<'_, bool> {
+        self.write(|conn| {
+            let result = (|| {
+                // IMMEDIATE: read and set as one step, even against another process.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let previous: Option<String> = tx
+                    .prepare_cached("SELECT value FROM lifecycle WHERE key = ?1")?
+                    .query_row([LIFECYCLE_SERVER], |row| row.get(0))
+                    .optional()?;
+                set_lifecycle(&tx, LIFECYCLE_RUNNING)?;
+                tx.commit()?;
+                // Anything but an explicit clean mark (say, a value some newer binary wrote)
+                // counts as unclean: the safe side.
+                Ok(previous.is_none_or(|value| value == LIFECYCLE_CLEAN))
+            })();
+            result.map_err(|e| db_error("mark_started", &e))
+        })
+    }
+
+    fn mark_clean_shutdown(&self) -> StoreFuture<'_, ()> {
+        self.write(|conn| {
+            set_lifecycle(conn, LIFECYCLE_CLEAN).map_err(|e| db_error("mark_clean_shutdown", &e))
+        })
+    }
 }
 
 /// Logs a database failure and turns it into [`StoreError::Database`].
@@ -1174,6 +1346,140 @@ fn load_scope_in(conn: &Connection, key: &str) -> rusqlite::Result<Option<Stored
         log.push((seq, row.get(1)?));
     }
     Ok(Some(StoredScope { root_uuid, snapshot, snapshot_seq, log }))
+}
+
+/// Why a history batch breaks the rules of [`Store::append_history`], if it does.
+fn check_history_batch(records: &[HistoryRecord], keep: &[HistoryKeep]) -> Result<(), String> {
+    const MAX: u64 = i64::MAX as u64;
+    // Per channel: the epoch and offset of its previous record in the batch.
+    let mut last: HashMap<&str, (&str, u64)> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        if r.channel.is_empty() {
+            return Err(format!("record {i}: empty channel name"));
+        }
+        if r.offset == 0 || r.offset > MAX {
+            return Err(format!("record {i} ({:?}): offset {} out of range", r.channel, r.offset));
+        }
+        if r.at_ms > MAX {
+            return Err(format!("record {i} ({:?}): at_ms {} out of range", r.channel, r.at_ms));
+        }
+        if let Some((epoch, offset)) = last.insert(&r.channel, (&r.epoch, r.offset))
+            && epoch == r.epoch
+            && offset >= r.offset
+        {
+            return Err(format!("record {i} ({:?}): offset {} after {offset}", r.channel, r.offset));
+        }
+    }
+    if let Some(i) = keep.iter().position(|k| k.channel.is_empty()) {
+        return Err(format!("keep {i}: empty channel name"));
+    }
+    Ok(())
+}
+
+/// A channel's position, as read and then updated inside an append.
+#[derive(Debug)]
+struct HistoryTail {
+    id: i64,
+    epoch: String,
+    top: u64,
+}
+
+/// The [`HistoryTail`] of `channel`, whose position row is created if there is none: with
+/// the empty epoch and top 0, so the first record either resets it to the record's epoch or
+/// (an empty epoch) simply continues it; the caller writes the final epoch and top.
+fn history_tail(conn: &Connection, channel: &str) -> rusqlite::Result<HistoryTail> {
+    let found = conn
+        .prepare_cached("SELECT id, epoch, top FROM history_channels WHERE channel = ?1")?
+        .query_row([channel], |row| {
+            Ok(HistoryTail { id: row.get(0)?, epoch: row.get(1)?, top: seq_from_row(row, 2)? })
+        })
+        .optional()?;
+    if let Some(tail) = found {
+        return Ok(tail);
+    }
+    let id = conn
+        .prepare_cached("INSERT INTO history_channels (channel, epoch, top) VALUES (?1, '', 0)")?
+        .insert([channel])?;
+    Ok(HistoryTail { id, epoch: String::new(), top: 0 })
+}
+
+/// The row id and top offset of `channel` in `history_channels`, if it has a row.
+fn history_channel(conn: &Connection, channel: &str) -> rusqlite::Result<Option<(i64, u64)>> {
+    conn.prepare_cached("SELECT id, top FROM history_channels WHERE channel = ?1")?
+        .query_row([channel], |row| Ok((row.get(0)?, seq_from_row(row, 1)?)))
+        .optional()
+}
+
+/// Applies `keep` to the rows of channel `id`, whose top offset is `top`. Both limits delete
+/// a prefix of the channel's range (its oldest rows), with work proportional to what they
+/// delete, however many rows are kept.
+fn trim_history(conn: &Connection, id: i64, top: u64, keep: &HistoryKeep) -> rusqlite::Result<()> {
+    // Count: the window of the newest `max_count` offsets, one range delete. Counting rows
+    // instead would step over every kept row (and its payload) on every append.
+    if let Some(cut) = top.checked_sub(keep.max_count).filter(|&cut| cut > 0) {
+        conn.prepare_cached("DELETE FROM history_log WHERE channel_id = ?1 AND offset <= ?2")?
+            .execute(params![id, seq_to_sql(cut)?])?;
+    }
+
+    if keep.min_at_ms == 0 {
+        return Ok(());
+    }
+    // Age: everything before the oldest row young enough goes. The scan stops there, so it
+    // reads about as many rows as it deletes (plus one).
+    let first_kept: Option<i64> = match i64::try_from(keep.min_at_ms) {
+        Ok(min_at_ms) => conn
+            .prepare_cached(
+                "SELECT offset FROM history_log WHERE channel_id = ?1 AND at_ms >= ?2 ORDER BY offset LIMIT 1",
+            )?
+            .query_row([id, min_at_ms], |row| row.get(0))
+            .optional()?,
+        // Later than any storable time: every row is older.
+        Err(_) => None,
+    };
+    match first_kept {
+        Some(first) => conn
+            .prepare_cached("DELETE FROM history_log WHERE channel_id = ?1 AND offset < ?2")?
+            .execute([id, first])?,
+        None => conn.prepare_cached("DELETE FROM history_log WHERE channel_id = ?1")?.execute([id])?,
+    };
+    Ok(())
+}
+
+/// Sets the server's lifecycle flag.
+fn set_lifecycle(conn: &Connection, value: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO lifecycle (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([LIFECYCLE_SERVER, value])?;
+    Ok(())
+}
+
+/// Every channel's stored history, all read on `conn`'s current snapshot.
+fn load_histories_in(conn: &Connection) -> rusqlite::Result<Vec<StoredHistory>> {
+    let channels: Vec<(i64, String, String, u64)> = conn
+        .prepare_cached("SELECT id, channel, epoch, top FROM history_channels ORDER BY channel")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, seq_from_row(row, 3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut rows = conn.prepare_cached(
+        "SELECT offset, at_ms, payload FROM history_log WHERE channel_id = ?1 ORDER BY offset",
+    )?;
+    channels
+        .into_iter()
+        .map(|(id, channel, epoch, top)| {
+            let entries = rows
+                .query_map([id], |row| {
+                    Ok(HistoryRecord {
+                        channel: channel.clone(),
+                        epoch: epoch.clone(),
+                        offset: seq_from_row(row, 0)?,
+                        at_ms: seq_from_row(row, 1)?,
+                        payload: row.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(StoredHistory { channel, epoch, top, entries })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1948,7 +2254,7 @@ mod tests {
         }
         let store = SqliteStore::open(&dir.db()).unwrap();
         assert_eq!(store.schema_version(), SUPPORTED_VERSION);
-        assert_eq!(SUPPORTED_VERSION, 2);
+        assert_eq!(SUPPORTED_VERSION, 3);
         assert_eq!(store.user_by_name("old").await.unwrap().unwrap().password_hash, "phc");
         store.create_scope("s", [1; 16], snapshot_at(0)).await.unwrap();
         store.append_changesets("s", entries(1..=2)).await.unwrap();
@@ -1956,7 +2262,408 @@ mod tests {
 
         let store = SqliteStore::open(&dir.db()).unwrap();
         assert_eq!(store.load_scope("s").await.unwrap().unwrap().log, entries(1..=2));
-        assert_eq!(user_version(&Connection::open(dir.db()).unwrap()).unwrap(), 2);
+        assert_eq!(user_version(&Connection::open(dir.db()).unwrap()).unwrap(), SUPPORTED_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_version_2_file_is_migrated_and_keeps_its_data() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
+        {
+            // A file as the release before channel history left it: migrations 1 and 2, with
+            // an account and a scope.
+            let conn = Connection::open(dir.db()).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO users (name, email, password_hash, created_ms) VALUES ('old', NULL, 'phc', 5)",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO scopes (key, root_uuid, snapshot, snapshot_seq) VALUES ('s', ?1, ?2, 0)",
+                params![[1_u8; 16], snapshot_at(0)],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        assert_eq!(store.schema_version(), SUPPORTED_VERSION);
+        assert_eq!(store.user_by_name("old").await.unwrap().unwrap().password_hash, "phc");
+        assert_eq!(store.load_scope("s").await.unwrap().unwrap().snapshot, snapshot_at(0));
+        // The new tables start empty, and a server never started here counts as clean.
+        assert!(store.load_histories().await.unwrap().is_empty());
+        assert!(store.mark_started().await.unwrap());
+        store.append_history(records("c", "e", 1..=3), Vec::new()).await.unwrap();
+        drop(store);
+
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        assert_eq!(summary(&store.load_histories().await.unwrap()), [("c", "e", 3, vec![1, 2, 3])]);
+        assert!(!store.mark_started().await.unwrap());
+        assert_eq!(user_version(&Connection::open(dir.db()).unwrap()).unwrap(), SUPPORTED_VERSION);
+    }
+
+    // ---- Channel history ----
+
+    /// A publication as the server might encode it; the store only sees bytes (here not even
+    /// valid UTF-8, to be sure nothing decodes them).
+    fn publication(channel: &str, epoch: &str, offset: u64) -> Vec<u8> {
+        let mut bytes = format!("{channel}/{epoch}/{offset}:").into_bytes();
+        bytes.extend_from_slice(&[0xff, 0x00, 0xfe]);
+        bytes
+    }
+
+    /// Records of `channel` in `epoch` at `offsets`, published at `offset * 1_000` ms.
+    fn records(channel: &str, epoch: &str, offsets: impl IntoIterator<Item = u64>) -> Vec<HistoryRecord> {
+        offsets
+            .into_iter()
+            .map(|offset| HistoryRecord {
+                channel: channel.to_owned(),
+                epoch: epoch.to_owned(),
+                offset,
+                at_ms: offset * 1_000,
+                payload: publication(channel, epoch, offset),
+            })
+            .collect()
+    }
+
+    fn keep(channel: &str, max_count: u64, min_at_ms: u64) -> HistoryKeep {
+        HistoryKeep { channel: channel.to_owned(), max_count, min_at_ms }
+    }
+
+    /// `(channel, epoch, top, offsets)` of each channel, checking on the way that every
+    /// entry belongs to its channel and carries the payload [`records`] gave it.
+    fn summary(histories: &[StoredHistory]) -> Vec<(&str, &str, u64, Vec<u64>)> {
+        histories
+            .iter()
+            .map(|h| {
+                for e in &h.entries {
+                    assert_eq!(
+                        (e.channel.as_str(), e.epoch.as_str()),
+                        (h.channel.as_str(), h.epoch.as_str())
+                    );
+                    assert_eq!(e.payload, publication(&h.channel, &h.epoch, e.offset), "{e:?}");
+                }
+                let offsets = h.entries.iter().map(|e| e.offset).collect();
+                (h.channel.as_str(), h.epoch.as_str(), h.top, offsets)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn history_round_trips_across_reopen() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        assert!(store.load_histories().await.unwrap().is_empty());
+        // Nothing to do: nothing happens.
+        store.append_history(Vec::new(), Vec::new()).await.unwrap();
+
+        // Channels interleaved in one batch, each in its own offset order.
+        let mut batch = records("news", "e1", 1..=3);
+        batch.insert(1, records("chat", "x", [1]).remove(0));
+        batch.push(records("chat", "x", [2]).remove(0));
+        store.append_history(batch, Vec::new()).await.unwrap();
+        store.append_history(records("news", "e1", 4..=5), Vec::new()).await.unwrap();
+        // A big payload (overflow pages) and an empty one.
+        let big = HistoryRecord { payload: vec![7; 200_000], ..records("big", "b", [1]).remove(0) };
+        let empty = HistoryRecord { payload: Vec::new(), ..records("big", "b", [2]).remove(0) };
+        store.append_history(vec![big.clone(), empty.clone()], Vec::new()).await.unwrap();
+
+        let before = store.load_histories().await.unwrap();
+        // Ordered by channel name, whatever the order of the writes.
+        let names: Vec<&str> = before.iter().map(|h| h.channel.as_str()).collect();
+        assert_eq!(names, ["big", "chat", "news"]);
+        assert_eq!(
+            before[0],
+            StoredHistory {
+                channel: "big".to_owned(),
+                epoch: "b".to_owned(),
+                top: 2,
+                entries: vec![big, empty]
+            }
+        );
+        assert_eq!(
+            summary(&before[1..]),
+            [("chat", "x", 2, vec![1, 2]), ("news", "e1", 5, vec![1, 2, 3, 4, 5])]
+        );
+        drop(store);
+
+        for _ in 0..2 {
+            let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+            assert_eq!(store.load_histories().await.unwrap(), before);
+        }
+    }
+
+    #[tokio::test]
+    async fn history_is_trimmed_by_count_and_age_in_the_append() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        // By count: the newest 4 offsets stay. A channel without a keep is not trimmed.
+        let mut batch = records("a", "e", 1..=10);
+        batch.extend(records("other", "e", 1..=10));
+        store.append_history(batch, vec![keep("a", 4, 0)]).await.unwrap();
+        let loaded = store.load_histories().await.unwrap();
+        assert_eq!(
+            summary(&loaded),
+            [("a", "e", 10, vec![7, 8, 9, 10]), ("other", "e", 10, (1..=10).collect())]
+        );
+
+        // By age (offset n is stamped n * 1000 ms): older than 8500 ms goes, in the same
+        // append that adds 11 and 12. Count and age together: the stricter one wins.
+        store.append_history(records("a", "e", 11..=12), vec![keep("a", 100, 8_500)]).await.unwrap();
+        assert_eq!(summary(&store.load_histories().await.unwrap())[0], ("a", "e", 12, vec![9, 10, 11, 12]));
+        store.append_history(records("a", "e", [13]), vec![keep("a", 2, 9_500)]).await.unwrap();
+        assert_eq!(summary(&store.load_histories().await.unwrap())[0], ("a", "e", 13, vec![12, 13]));
+        store.append_history(records("a", "e", [14]), vec![keep("a", 10, 12_500)]).await.unwrap();
+        assert_eq!(summary(&store.load_histories().await.unwrap())[0], ("a", "e", 14, vec![13, 14]));
+
+        // A keep alone trims too (nothing published, time passes); trimming everything keeps
+        // the position. A keep for a channel without history does nothing.
+        store.append_history(Vec::new(), vec![keep("a", 10, 60_000), keep("none", 0, 0)]).await.unwrap();
+        store.append_history(Vec::new(), vec![keep("other", 0, 0)]).await.unwrap();
+        assert_eq!(
+            summary(&store.load_histories().await.unwrap()),
+            [("a", "e", 14, vec![]), ("other", "e", 10, vec![])]
+        );
+        assert_eq!(raw_count(&dir.db(), "history_log"), 0);
+        // An age limit beyond any storable time still just deletes everything.
+        store.append_history(records("a", "e", [15]), vec![keep("a", 10, u64::MAX)]).await.unwrap();
+        assert_eq!(summary(&store.load_histories().await.unwrap())[0], ("a", "e", 15, vec![]));
+        // A count limit beyond i64 keeps everything.
+        store.append_history(records("a", "e", 16..=18), vec![keep("a", u64::MAX, 0)]).await.unwrap();
+        assert_eq!(summary(&store.load_histories().await.unwrap())[0], ("a", "e", 18, vec![16, 17, 18]));
+    }
+
+    #[tokio::test]
+    async fn trimming_removes_only_the_oldest_rows() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        // A clock that stepped back: offset 3 is stamped before offset 2. As in the engine,
+        // age trimming stops at the first row young enough, so 3 stays with 2 and 4.
+        let mut batch = records("c", "e", 1..=4);
+        batch[2].at_ms = 1_500;
+        store.append_history(batch, Vec::new()).await.unwrap();
+        store.append_history(Vec::new(), vec![keep("c", 10, 1_800)]).await.unwrap();
+        let c = store.load_histories().await.unwrap().remove(0);
+        assert_eq!(
+            c.entries.iter().map(|e| (e.offset, e.at_ms)).collect::<Vec<_>>(),
+            [(2, 2_000), (3, 1_500), (4, 4_000)]
+        );
+
+        // Offsets with gaps (the engine writes none): the count keeps the window of the newest
+        // offsets, here 18..=20, whatever rows are in it. That holds every row the engine would
+        // restore (the consecutive run ending at the top), as far as the limit allows.
+        store.append_history(records("g", "e", [1, 2, 10, 19, 20]), vec![keep("g", 3, 0)]).await.unwrap();
+        assert_eq!(summary(&store.load_histories().await.unwrap())[1], ("g", "e", 20, vec![19, 20]));
+        // Re-used offsets below the top count in the window as they stand.
+        store.append_history(records("g", "e", [17, 18]), vec![keep("g", 3, 0)]).await.unwrap();
+        assert_eq!(summary(&store.load_histories().await.unwrap())[1], ("g", "e", 20, vec![18, 19, 20]));
+    }
+
+    #[tokio::test]
+    async fn a_new_epoch_deletes_the_old_rows() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        let mut batch = records("a", "e1", 1..=5);
+        batch.extend(records("b", "e1", 1..=3));
+        store.append_history(batch, Vec::new()).await.unwrap();
+
+        // Reset: the new epoch restarts at the offset its first record carries.
+        store.append_history(records("a", "e2", 1..=2), Vec::new()).await.unwrap();
+        assert_eq!(
+            summary(&store.load_histories().await.unwrap()),
+            [("a", "e2", 2, vec![1, 2]), ("b", "e1", 3, vec![1, 2, 3])]
+        );
+        // A reset in the middle of a batch: what came before it in the batch goes too, and
+        // offsets may go down across it. Another epoch may also start higher than 1.
+        let mut batch = records("a", "e2", 3..=4);
+        batch.extend(records("a", "e3", 1..=2));
+        batch.extend(records("b", "e4", [7]));
+        store.append_history(batch, Vec::new()).await.unwrap();
+        assert_eq!(
+            summary(&store.load_histories().await.unwrap()),
+            [("a", "e3", 2, vec![1, 2]), ("b", "e4", 7, vec![7])]
+        );
+        assert_eq!(raw_count(&dir.db(), "history_log"), 3);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_offset_overwrites_and_a_batch_may_be_retried() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        store.append_history(records("c", "e", 1..=5), Vec::new()).await.unwrap();
+
+        // Offsets 3 and 4 re-used (say after a crash): their rows are replaced, the top stays.
+        let again: Vec<HistoryRecord> = records("c", "e", 3..=4)
+            .into_iter()
+            .map(|r| HistoryRecord { payload: b"second".to_vec(), at_ms: 99, ..r })
+            .collect();
+        store.append_history(again, Vec::new()).await.unwrap();
+        let c = store.load_histories().await.unwrap().remove(0);
+        assert_eq!(c.top, 5);
+        let rows: Vec<(u64, u64, &[u8])> =
+            c.entries.iter().map(|e| (e.offset, e.at_ms, e.payload.as_slice())).collect();
+        let first = |n: u64| publication("c", "e", n);
+        assert_eq!(
+            rows,
+            [
+                (1, 1_000, first(1).as_slice()),
+                (2, 2_000, first(2).as_slice()),
+                (3, 99, b"second".as_slice()),
+                (4, 99, b"second".as_slice()),
+                (5, 5_000, first(5).as_slice())
+            ]
+        );
+
+        // Applying one batch twice (a retry after an unknown outcome) is applying it once.
+        let batch = || (records("c", "e", 6..=8), vec![keep("c", 4, 0)]);
+        let (r, k) = batch();
+        store.append_history(r, k).await.unwrap();
+        let once = store.load_histories().await.unwrap();
+        let (r, k) = batch();
+        store.append_history(r, k).await.unwrap();
+        assert_eq!(store.load_histories().await.unwrap(), once);
+        assert_eq!(summary(&once), [("c", "e", 8, vec![5, 6, 7, 8])]);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_history_batch_is_refused_and_writes_nothing() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        store.append_history(records("a", "e", 1..=3), Vec::new()).await.unwrap();
+        let before = store.load_histories().await.unwrap();
+
+        let with_last = |f: &dyn Fn(&mut HistoryRecord)| {
+            // Valid records of three channels (a reset of "a" among them), then a bad one.
+            let mut batch = records("a", "new", 1..=2);
+            batch.extend(records("b", "e", 1..=2));
+            batch.extend(records("c", "e", [1]));
+            f(batch.last_mut().unwrap());
+            batch
+        };
+        let refused: Vec<(&str, Vec<HistoryRecord>, Vec<HistoryKeep>)> = vec![
+            ("empty channel", with_last(&|r| r.channel.clear()), vec![]),
+            ("offset 0", with_last(&|r| r.offset = 0), vec![]),
+            ("offset beyond i64", with_last(&|r| r.offset = 1 << 63), vec![]),
+            ("at_ms beyond i64", with_last(&|r| r.at_ms = u64::MAX), vec![]),
+            ("offset repeated", with_last(&|r| *r = records("b", "e", [2]).remove(0)), vec![]),
+            ("offset going down", with_last(&|r| *r = records("a", "new", [1]).remove(0)), vec![]),
+            ("keep of no channel", with_last(&|_| {}), vec![keep("a", 1, 0), keep("", 1, 0)]),
+        ];
+        for (what, batch, keeps) in refused {
+            let result = store.append_history(batch, keeps).await;
+            assert!(matches!(result, Err(StoreError::Invalid(_))), "{what}: {result:?}");
+            assert_eq!(store.load_histories().await.unwrap(), before, "{what}");
+            assert_eq!(raw_count(&dir.db(), "history_channels"), 1, "{what}");
+        }
+        // The same batch without the bad record goes through.
+        store.append_history(with_last(&|_| {}), Vec::new()).await.unwrap();
+        assert_eq!(
+            summary(&store.load_histories().await.unwrap()),
+            [("a", "new", 2, vec![1, 2]), ("b", "e", 2, vec![1, 2]), ("c", "e", 1, vec![1])]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_history_batch_failing_part_way_writes_nothing() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        let mut batch = records("a", "e1", 1..=5);
+        batch.extend(records("b", "e1", 1..=5));
+        store.append_history(batch, Vec::new()).await.unwrap();
+        let before = store.load_histories().await.unwrap();
+
+        // Make the database itself fail on one row, as a full disk or an IO error would.
+        let raw = Connection::open(dir.db()).unwrap();
+        raw.execute_batch(
+            "CREATE TRIGGER fail_on_dead BEFORE INSERT ON history_log WHEN NEW.payload = x'dead' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+        // Before the failing row: a reset of "a", upserts and new rows of "b", a new channel
+        // "n"; and keeps that would trim. The failing row is the last one.
+        let mut batch = records("a", "e2", 1..=2);
+        batch.extend(records("b", "e1", 4..=8));
+        batch.extend(records("n", "e1", 1..=3));
+        batch.push(HistoryRecord { payload: vec![0xde, 0xad], ..records("n", "e1", [4]).remove(0) });
+        let keeps = vec![keep("b", 2, 0), keep("a", 0, 0)];
+        let result = store.append_history(batch.clone(), keeps.clone()).await;
+        assert!(matches!(result, Err(StoreError::Database(ref m)) if m.contains("injected")), "{result:?}");
+        assert_eq!(store.load_histories().await.unwrap(), before);
+        assert_eq!(raw_count(&dir.db(), "history_channels"), 2);
+        assert_eq!(raw_count(&dir.db(), "history_log"), 10);
+
+        // The store still works, and the retried batch now goes through whole.
+        raw.execute_batch("DROP TRIGGER fail_on_dead").unwrap();
+        store.append_history(batch, keeps).await.unwrap();
+        let after = store.load_histories().await.unwrap();
+        assert_eq!(summary(&after[..2]), [("a", "e2", 2, vec![]), ("b", "e1", 8, vec![7, 8])]);
+        assert_eq!((after[2].top, after[2].entries.len()), (4, 4));
+    }
+
+    #[tokio::test]
+    async fn delete_history_removes_the_channel_and_its_position() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        let mut batch = records("a", "e", 1..=5);
+        batch.extend(records("b", "e", 1..=5));
+        store.append_history(batch, Vec::new()).await.unwrap();
+
+        assert!(store.delete_history("a").await.unwrap());
+        assert!(!store.delete_history("a").await.unwrap());
+        assert!(!store.delete_history("never").await.unwrap());
+        assert_eq!(summary(&store.load_histories().await.unwrap()), [("b", "e", 5, vec![1, 2, 3, 4, 5])]);
+        assert_eq!(raw_count(&dir.db(), "history_log"), 5);
+
+        // Written again, it starts afresh, even in the same epoch: nothing old comes back.
+        store.append_history(records("a", "e", [9]), Vec::new()).await.unwrap();
+        assert_eq!(summary(&store.load_histories().await.unwrap())[0], ("a", "e", 9, vec![9]));
+    }
+
+    #[tokio::test]
+    async fn history_loads_never_come_from_a_held_snapshot() {
+        let dir = TempDir::new();
+        let server = SqliteStore::open_with(&dir.db(), held_snapshots()).unwrap();
+        let other = SqliteStore::open(&dir.db()).unwrap();
+        let user = server.create_user(new_user("Pia")).await.unwrap();
+        server.create_session(new_session(user, 1, false, 5_000)).await.unwrap();
+        assert!(server.session_by_token(&hash(1)).await.unwrap().is_some());
+        assert!(server.shared.readers.lock().iter().any(|r| r.snapshot.is_some()));
+
+        other.append_history(records("c", "e", 1..=2), Vec::new()).await.unwrap();
+        assert_eq!(summary(&server.load_histories().await.unwrap()), [("c", "e", 2, vec![1, 2])]);
+    }
+
+    #[tokio::test]
+    async fn lifecycle_flag_tells_a_clean_shutdown_from_a_crash() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        // A fresh file: nothing to have lost.
+        assert!(store.mark_started().await.unwrap());
+        // Started again without a clean shutdown in between.
+        assert!(!store.mark_started().await.unwrap());
+        store.mark_clean_shutdown().await.unwrap();
+        assert!(store.mark_started().await.unwrap());
+        drop(store);
+
+        // Across processes (reopening the file): a crash after starting...
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        assert!(!store.mark_started().await.unwrap());
+        store.mark_clean_shutdown().await.unwrap();
+        // ...and a clean stop (marking twice is harmless).
+        store.mark_clean_shutdown().await.unwrap();
+        drop(store);
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        assert!(store.mark_started().await.unwrap());
+        assert!(!store.mark_started().await.unwrap());
+        drop(store);
+
+        // A value this binary does not know (a newer one's, say) counts as unclean.
+        Connection::open(dir.db()).unwrap().execute("UPDATE lifecycle SET value = 'paused'", []).unwrap();
+        let store = SqliteStore::open_in_dir(&dir.0).unwrap();
+        assert!(!store.mark_started().await.unwrap());
+        assert_eq!(raw_count(&dir.db(), "lifecycle"), 1);
     }
 
     /// Set (to the database path) in the child process of
