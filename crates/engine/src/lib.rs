@@ -10,12 +10,14 @@
 //!   all or nothing.
 //! - [`hub`]: channels, subscriptions grouped by distinct filter, fan-out.
 //! - [`namespace`]: per-namespace options and the permission rules built on them.
+//! - [`presence`]: who is present on one channel, per connection, with a TTL and caller time.
 //! - [`rate`]: token-bucket rate limiting with caller-supplied time, per key or not.
 //! - [`sync`]: model sync (Jetstream): schemas, scope state, changesets and their validation.
 
 pub mod history;
 pub mod hub;
 pub mod namespace;
+pub mod presence;
 pub mod rate;
 pub mod sync;
 
