@@ -14,14 +14,29 @@
 //! Fan-out of one channel happens under that channel's lock, so every subscriber sees the
 //! channel's publications in the same order.
 //!
+//! # History, recovery and idempotency
+//!
+//! A channel whose namespace keeps history ([`PublishOptions::history`]) numbers its
+//! publications by offset under an epoch ([`crate::history`]). The offset is assigned, the
+//! publication appended to the history and fanned out **under the channel's lock**, and a
+//! subscribe that recovers ([`SubscribeOptions::recover`]) joins the channel and reads its
+//! history under that same lock. So a recovering subscriber gets every publication up to
+//! the position it is told, and every later one live, with nothing missed or doubled and
+//! no buffer to merge. (A broker that delivers from another process needs that buffer; it
+//! lives with the broker.) Idempotency keys are remembered per channel under the same lock,
+//! so two concurrent retries publish once.
+//!
+//! A channel stays in the hub while it has subscribers, history or remembered idempotency
+//! keys; [`Hub::sweep`] removes channels that have none of those left.
+//!
 //! # Concurrency
 //!
 //! Channels live in [`SHARDS`] shards keyed by name hash. Subscribe and unsubscribe take
 //! the shard's write lock (so a channel is never removed while someone joins it); publish
 //! takes the shard's read lock just long enough to clone the channel's `Arc`.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +44,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use indexmap::IndexMap;
 use parking_lot::{Mutex, RwLock};
 use tether_proto::{ChannelName, Filter, Identity, Tags, Target};
+
+use crate::history::{ChannelHistory, HistoryLimits, Page, Position, Recovery};
 
 /// Number of channel-map shards.
 pub const SHARDS: usize = 64;
@@ -76,6 +93,88 @@ pub struct Publication {
     pub tags: Tags,
     /// Identity targeting; must be normalized ([`Target::normalize`]).
     pub target: Option<Target>,
+    /// Its offset in the channel's history; set by the hub on channels with history.
+    pub offset: Option<u64>,
+    /// The epoch of that offset (for encodings that carry whole positions, like SSE ids).
+    pub epoch: Option<Arc<str>>,
+}
+
+impl Publication {
+    /// A publication without targeting or offset.
+    pub fn new(channel: ChannelName, data: Option<Box<str>>, tags: Tags) -> Self {
+        Self { channel, data, tags, target: None, offset: None, epoch: None }
+    }
+
+    /// May a connection with `identity` receive it (through `filter`, if any)?
+    fn admits(&self, filter: Option<&Filter>, identity: &Identity) -> bool {
+        filter.is_none_or(|f| f.matches(&self.tags))
+            && self.target.as_ref().is_none_or(|t| t.is_empty() || t.admits(identity))
+    }
+}
+
+/// How a publish treats history and retries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PublishOptions<'a> {
+    /// Keep the publication in the channel's history, bounded so (its namespace's
+    /// setting); `None`: no history, no offset.
+    pub history: Option<HistoryLimits>,
+    /// A key the publisher retries under: a second publish with the same key on the same
+    /// channel within `idempotency_window_ms` publishes nothing and returns the first
+    /// one's result.
+    pub idempotency_key: Option<&'a str>,
+    /// How long an idempotency key is remembered, in milliseconds.
+    pub idempotency_window_ms: u64,
+    /// The caller's clock, in milliseconds.
+    pub now_ms: u64,
+}
+
+/// What [`Hub::publish_with`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// Deliveries (all zero for a duplicate).
+    pub stats: PublishStats,
+    /// The publication's position, on a channel with history (for a duplicate: the
+    /// original's).
+    pub position: Option<Position>,
+    /// The idempotency key had been seen: nothing was published.
+    pub duplicate: bool,
+    /// The publication as kept in the history (with its offset), for a store to keep too.
+    pub kept: Option<Arc<Publication>>,
+}
+
+/// Which page of a channel's history to read (see [`ChannelHistory::page`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryQuery {
+    /// Forward: offsets above this; backward: below it.
+    pub since: Option<u64>,
+    /// Most entries (0: no limit).
+    pub limit: usize,
+    /// Newest first.
+    pub backward: bool,
+}
+
+/// How a subscribe treats history.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubscribeOptions<'a> {
+    /// Most subscribers the channel may have; 0: unlimited.
+    pub max_subscribers: usize,
+    /// The channel's history bounds, when its namespace keeps history.
+    pub history: Option<HistoryLimits>,
+    /// Recover from this position: at most `.1` publications (0: no limit).
+    pub recover: Option<(&'a Position, usize)>,
+    /// The caller's clock, in milliseconds.
+    pub now_ms: u64,
+}
+
+/// What [`Hub::subscribe_with`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Subscribed {
+    /// The channel's position when the subscriber joined: every later publication reaches
+    /// it live. `None` without history.
+    pub position: Option<Position>,
+    /// The outcome of the recovery asked for: the missed publications the subscriber may
+    /// see (its filter and identity applied), in order, or why none can be.
+    pub recovery: Option<Recovery<Arc<Publication>>>,
 }
 
 /// What a publish did.
@@ -143,15 +242,72 @@ struct Group<S> {
 struct Channel<S> {
     groups: Vec<Group<S>>,
     count: usize,
+    /// Recent publications, when the namespace keeps history.
+    history: Option<ChannelHistory<Arc<Publication>>>,
+    /// Results of recent publishes by idempotency key.
+    keys: KeyCache,
+    /// Last publish or history start (caller's clock), for the sweep.
+    last_publish_ms: u64,
+    /// Since when the sweep has seen the channel without subscribers.
+    idle_since_ms: Option<u64>,
 }
 
 impl<S> Channel<S> {
+    fn new() -> Self {
+        Self {
+            groups: Vec::new(),
+            count: 0,
+            history: None,
+            keys: KeyCache::default(),
+            last_publish_ms: 0,
+            idle_since_ms: None,
+        }
+    }
+
+    /// Nothing but subscribers keeps it in the hub.
+    fn is_bare(&self) -> bool {
+        self.history.is_none() && self.keys.is_empty()
+    }
+
     fn group_of(&self, conn: ConnId) -> Option<usize> {
         self.groups.iter().position(|g| g.members.contains_key(&conn))
     }
 }
 
+/// Idempotency keys of one channel and the positions their publishes got.
+#[derive(Debug, Default)]
+struct KeyCache {
+    by_key: HashMap<Box<str>, Option<Position>>,
+    /// (expiry, key), oldest first: keys are added with a fixed window, so in expiry order.
+    order: VecDeque<(u64, Box<str>)>,
+}
+
+impl KeyCache {
+    fn expire(&mut self, now_ms: u64) {
+        while self.order.front().is_some_and(|(at, _)| *at <= now_ms) {
+            if let Some((_, k)) = self.order.pop_front() {
+                self.by_key.remove(&k);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
 type Shard<S> = RwLock<HashMap<ChannelName, Arc<Mutex<Channel<S>>>>>;
+
+/// Makes the epoch of a new history (random, so that it differs across restarts).
+pub type EpochSource = Box<dyn Fn() -> Arc<str> + Send + Sync>;
+
+/// A random 16-hex-digit epoch (std's per-process random hasher keys, plus a counter).
+fn random_epoch() -> Arc<str> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let h = RandomState::new().hash_one(n);
+    Arc::from(format!("{h:016x}"))
+}
 
 /// Channels and their subscribers.
 pub struct Hub<S: Sink> {
@@ -160,6 +316,7 @@ pub struct Hub<S: Sink> {
     encoders: Vec<Encoder<S::Frame>>,
     subscriptions: AtomicUsize,
     channels: AtomicUsize,
+    epochs: EpochSource,
 }
 
 impl<S: Sink> std::fmt::Debug for Hub<S> {
@@ -185,7 +342,15 @@ impl<S: Sink> Hub<S> {
             encoders,
             subscriptions: AtomicUsize::new(0),
             channels: AtomicUsize::new(0),
+            epochs: Box::new(random_epoch),
         }
+    }
+
+    /// Replaces where new epochs come from (tests make them predictable).
+    #[must_use]
+    pub fn with_epochs(mut self, epochs: EpochSource) -> Self {
+        self.epochs = epochs;
+        self
     }
 
     /// The format id of the encoder registered at `index`.
@@ -212,25 +377,57 @@ impl<S: Sink> Hub<S> {
         filter: Option<Filter>,
         max_subscribers: usize,
     ) -> Result<(), SubscribeError> {
+        let o = SubscribeOptions { max_subscribers, ..SubscribeOptions::default() };
+        self.subscribe_with(channel, sub, filter, &o).map(|_| ())
+    }
+
+    /// Subscribes connection `conn` to `channel`, with the channel's position and,
+    /// if asked, a recovery read under the same lock as the join (see the module docs).
+    pub fn subscribe_with(
+        &self,
+        channel: &ChannelName,
+        sub: Subscriber<S>,
+        filter: Option<Filter>,
+        o: &SubscribeOptions<'_>,
+    ) -> Result<Subscribed, SubscribeError> {
         let conn = sub.conn;
         let mut shard = self.shard(channel).write();
-        let ch = match shard.entry(channel.clone()) {
-            Entry::Occupied(e) => Arc::clone(e.get()),
+        let (ch, created) = match shard.entry(channel.clone()) {
+            Entry::Occupied(e) => (Arc::clone(e.get()), false),
             Entry::Vacant(e) => {
                 self.channels.fetch_add(1, Ordering::Relaxed);
-                Arc::clone(e.insert(Arc::new(Mutex::new(Channel { groups: Vec::new(), count: 0 }))))
+                (Arc::clone(e.insert(Arc::new(Mutex::new(Channel::new())))), true)
             }
         };
         let mut ch = ch.lock();
         if ch.group_of(conn).is_some() {
             return Err(SubscribeError::AlreadySubscribed);
         }
-        if max_subscribers != 0 && ch.count >= max_subscribers {
-            if ch.count == 0 {
+        if o.max_subscribers != 0 && ch.count >= o.max_subscribers {
+            if created {
                 shard.remove(channel);
                 self.channels.fetch_sub(1, Ordering::Relaxed);
             }
             return Err(SubscribeError::ChannelFull);
+        }
+        let mut done = Subscribed::default();
+        if let Some(limits) = o.history {
+            if ch.history.is_none() {
+                ch.last_publish_ms = o.now_ms;
+            }
+            let history = ch.history.get_or_insert_with(|| ChannelHistory::new((self.epochs)(), limits));
+            done.position = Some(history.position());
+            if let Some((since, limit)) = o.recover {
+                done.recovery = Some(match history.recover(since, limit, o.now_ms) {
+                    Recovery::Recovered(entries) => Recovery::Recovered(
+                        entries
+                            .into_iter()
+                            .filter(|e| e.item.admits(filter.as_ref(), &sub.identity))
+                            .collect(),
+                    ),
+                    not @ Recovery::NotRecovered(_) => not,
+                });
+            }
         }
         let member = sub;
         match ch.groups.iter_mut().find(|g| g.filter.as_deref() == filter.as_ref()) {
@@ -245,7 +442,7 @@ impl<S: Sink> Hub<S> {
         }
         ch.count += 1;
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(done)
     }
 
     /// Removes `conn` from `channel`. Returns whether it was subscribed.
@@ -261,7 +458,7 @@ impl<S: Sink> Hub<S> {
         }
         ch.count -= 1;
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        if ch.count == 0 {
+        if ch.count == 0 && ch.is_bare() {
             shard.remove(channel);
             self.channels.fetch_sub(1, Ordering::Relaxed);
         }
@@ -278,6 +475,66 @@ impl<S: Sink> Hub<S> {
             }
         };
         let ch = ch.lock();
+        self.fan_out(&ch, p)
+    }
+
+    /// Delivers `p` like [`publish`](Self::publish), first giving it the next offset in
+    /// the channel's history and keeping it there (with `o.history`), and publishing
+    /// nothing for an idempotency key seen within its window.
+    pub fn publish_with(&self, p: &Publication, o: &PublishOptions<'_>) -> Published {
+        if o.history.is_none() && o.idempotency_key.is_none() {
+            return Published { stats: self.publish(p), ..Published::default() };
+        }
+        let ch = self.channel_entry(&p.channel);
+        let mut ch = ch.lock();
+        ch.keys.expire(o.now_ms);
+        if let Some(key) = o.idempotency_key
+            && let Some(position) = ch.keys.by_key.get(key)
+        {
+            return Published { position: position.clone(), duplicate: true, ..Published::default() };
+        }
+        let mut done = Published::default();
+        ch.last_publish_ms = o.now_ms;
+        done.stats = match o.history {
+            Some(limits) => {
+                let history = ch.history.get_or_insert_with(|| ChannelHistory::new((self.epochs)(), limits));
+                let next = history.position();
+                let kept = Arc::new(Publication {
+                    offset: Some(next.offset + 1),
+                    epoch: Some(next.epoch),
+                    ..p.clone()
+                });
+                history.append(Arc::clone(&kept), o.now_ms);
+                done.position = Some(history.position());
+                let stats = self.fan_out(&ch, &kept);
+                done.kept = Some(kept);
+                stats
+            }
+            None => self.fan_out(&ch, p),
+        };
+        if let Some(key) = o.idempotency_key {
+            let key: Box<str> = key.into();
+            ch.keys.order.push_back((o.now_ms.saturating_add(o.idempotency_window_ms), key.clone()));
+            ch.keys.by_key.insert(key, done.position.clone());
+        }
+        done
+    }
+
+    /// The channel's entry, created if absent.
+    fn channel_entry(&self, channel: &ChannelName) -> Arc<Mutex<Channel<S>>> {
+        if let Some(c) = self.shard(channel).read().get(channel) {
+            return Arc::clone(c);
+        }
+        let mut shard = self.shard(channel).write();
+        let c = shard.entry(channel.clone()).or_insert_with(|| {
+            self.channels.fetch_add(1, Ordering::Relaxed);
+            Arc::new(Mutex::new(Channel::new()))
+        });
+        Arc::clone(c)
+    }
+
+    /// Fan-out of one publication, under its channel's lock.
+    fn fan_out(&self, ch: &Channel<S>, p: &Publication) -> PublishStats {
         let mut frames: [Option<S::Frame>; MAX_FORMATS] = Default::default();
         let mut stats = PublishStats::default();
         let target = p.target.as_ref().filter(|t| !t.is_empty());
@@ -303,6 +560,88 @@ impl<S: Sink> Hub<S> {
         stats
     }
 
+    /// A page of `channel`'s history (see [`ChannelHistory::page`]) as a reader with
+    /// `identity` may see it (`None`: everything, for the server API). A channel without
+    /// history yet starts one, so the reader learns the epoch its offsets will be in.
+    pub fn history(
+        &self,
+        channel: &ChannelName,
+        limits: HistoryLimits,
+        q: HistoryQuery,
+        identity: Option<&Identity>,
+        now_ms: u64,
+    ) -> Page<Arc<Publication>> {
+        let HistoryQuery { since, limit, backward } = q;
+        let ch = self.channel_entry(channel);
+        let mut ch = ch.lock();
+        if ch.history.is_none() {
+            ch.last_publish_ms = now_ms;
+        }
+        let history = ch.history.get_or_insert_with(|| ChannelHistory::new((self.epochs)(), limits));
+        let Some(identity) = identity else {
+            return history.page(since, limit, backward, now_ms);
+        };
+        // Entries the reader may not see do not count towards the limit.
+        let mut page = history.page(since, 0, backward, now_ms);
+        page.entries.retain(|e| e.item.admits(None, identity));
+        if limit != 0 {
+            page.entries.truncate(limit);
+        }
+        page
+    }
+
+    /// The channel's history position, if it keeps history.
+    pub fn position(&self, channel: &ChannelName) -> Option<Position> {
+        let shard = self.shard(channel).read();
+        shard.get(channel).and_then(|c| c.lock().history.as_ref().map(ChannelHistory::position))
+    }
+
+    /// Installs a history read back from a store (at start-up, before clients connect).
+    pub fn restore_history(
+        &self,
+        channel: &ChannelName,
+        history: ChannelHistory<Arc<Publication>>,
+        now_ms: u64,
+    ) {
+        let ch = self.channel_entry(channel);
+        let mut ch = ch.lock();
+        ch.history = Some(history);
+        ch.last_publish_ms = now_ms;
+    }
+
+    /// Forgets what channels without subscribers no longer need: expired idempotency keys,
+    /// and the history of channels neither published to nor subscribed for
+    /// `history_ttl_ms` (as seen by the sweeps: a channel's idle time starts at the first
+    /// sweep that finds it without subscribers). Their epoch ends: a later subscriber
+    /// starts a new one, and a client coming back with a position of the old one is told
+    /// it cannot recover. Returns the channels removed. Run periodically.
+    pub fn sweep(&self, now_ms: u64, history_ttl_ms: u64) -> usize {
+        let mut removed = 0;
+        for shard in &*self.shards {
+            let mut shard = shard.write();
+            shard.retain(|_, ch| {
+                let mut ch = ch.lock();
+                ch.keys.expire(now_ms);
+                if ch.count > 0 {
+                    ch.idle_since_ms = None;
+                    return true;
+                }
+                let idle_since = *ch.idle_since_ms.get_or_insert(now_ms);
+                let quiet_since = idle_since.max(ch.last_publish_ms);
+                if ch.history.is_some() && now_ms.saturating_sub(quiet_since) >= history_ttl_ms {
+                    ch.history = None;
+                }
+                let keep = !ch.is_bare();
+                if !keep {
+                    removed += 1;
+                }
+                keep
+            });
+        }
+        self.channels.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+
     /// Number of subscribers of `channel`.
     pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
         let shard = self.shard(channel).read();
@@ -315,7 +654,7 @@ impl<S: Sink> Hub<S> {
         shard.get(channel).map_or(0, |c| c.lock().groups.len())
     }
 
-    /// Channels with at least one subscriber.
+    /// Channels the hub holds: with subscribers, history or idempotency keys.
     pub fn channel_count(&self) -> usize {
         self.channels.load(Ordering::Relaxed)
     }

@@ -46,10 +46,18 @@ pub struct NamespaceOptions {
     /// Personal channels: `ns:<user>` (or `ns:<user>/…`) may only be subscribed to by that
     /// user.
     pub personal: bool,
-    /// Who may read presence (used from the presence issue on).
+    /// Who may read presence.
     pub presence: ClientRule,
-    /// Who may read history (used from the history issue on).
+    /// Who may read history (over the protocol; the HTTP API always may).
     pub history: ClientRule,
+    /// Most publications a channel's history keeps; 0: no history (no offsets, no
+    /// recovery).
+    pub history_size: usize,
+    /// Oldest publication a channel's history keeps, in milliseconds; 0: no age limit.
+    pub history_ttl_ms: u64,
+    /// Most publications one recovery may return (0: up to `history_size`); a client that
+    /// missed more is told `recovered: false`.
+    pub recovery_limit: usize,
     /// Most subscribers one channel may have; 0 means unlimited.
     pub max_subscribers: usize,
     /// Largest publication `data`, in bytes, accepted from clients and the HTTP API.
@@ -64,9 +72,22 @@ impl Default for NamespaceOptions {
             personal: false,
             presence: ClientRule::Subscribers,
             history: ClientRule::Subscribers,
+            history_size: 0,
+            history_ttl_ms: 0,
+            recovery_limit: 1000,
             max_subscribers: 0,
             max_message_bytes: 65_536,
         }
+    }
+}
+
+impl NamespaceOptions {
+    /// The history bounds, if the namespace keeps history.
+    pub fn history_limits(&self) -> Option<crate::history::HistoryLimits> {
+        (self.history_size > 0).then_some(crate::history::HistoryLimits {
+            max_count: self.history_size,
+            max_age_ms: self.history_ttl_ms,
+        })
     }
 }
 
@@ -176,6 +197,22 @@ impl Namespaces {
         Ok(opts)
     }
 
+    /// May a client connection read `channel`'s history (`subscribed`: is it subscribed)?
+    /// `history_disabled` if the namespace keeps none.
+    pub fn check_history(
+        &self,
+        channel: &ChannelName,
+        access: &Access<'_>,
+        subscribed: bool,
+    ) -> Result<&NamespaceOptions, ProtoError> {
+        let opts = self.resolve(channel)?;
+        check_rule(opts.history, access, subscribed, "read the history of")?;
+        if opts.history_size == 0 {
+            return Err(deny(ErrorCode::HistoryDisabled, "this namespace keeps no history"));
+        }
+        Ok(opts)
+    }
+
     /// May the server API publish `data_len` bytes to `channel`?
     pub fn check_api_publish(
         &self,
@@ -215,8 +252,11 @@ pub fn check_rule(
             ErrorCode::Unauthenticated,
             format!("only logged-in users may {what} in this namespace"),
         )),
+        ClientRule::Subscribers if what == "publish" => {
+            Err(ProtoError::new(code, "only subscribers of the channel may publish to it"))
+        }
         ClientRule::Subscribers => {
-            Err(ProtoError::new(code, format!("only subscribers of the channel may {what} to it")))
+            Err(ProtoError::new(code, format!("only subscribers of the channel may {what} it")))
         }
     }
 }

@@ -113,6 +113,8 @@ codes! {
     /// A server-side write to a model-sync scope was refused by the scope's validation
     /// (nothing changed); `details` lists why.
     UpdateRejected => "update_rejected",
+    /// The channel's namespace keeps no history (`history_size = 0`).
+    HistoryDisabled => "history_disabled",
 }
 
 impl fmt::Display for ErrorCode {

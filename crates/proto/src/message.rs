@@ -46,6 +46,8 @@ pub enum Request {
         channel: ChannelName,
         /// Optional tag filter.
         filter: Option<Filter>,
+        /// Recover what was published after this position (the last one the client saw).
+        recover: Option<StreamPosition>,
     },
     /// Leaves a channel.
     Unsubscribe {
@@ -60,6 +62,19 @@ pub enum Request {
         data: Box<str>,
         /// Tags that subscription filters see.
         tags: Tags,
+        /// Retries with the same key publish once (see `docs/delivery.md`).
+        idempotency_key: Option<String>,
+    },
+    /// Reads a page of a channel's history.
+    History {
+        /// The channel.
+        channel: ChannelName,
+        /// Forward: offsets above this one; backward (`reverse`): below it.
+        since: Option<u64>,
+        /// Most publications returned (the server caps it).
+        limit: Option<u64>,
+        /// Newest first.
+        reverse: bool,
     },
     /// Round-trip check; answered with an empty result.
     Ping,
@@ -125,6 +140,22 @@ pub struct Account {
     pub persistent: Option<bool>,
 }
 
+/// A position in a channel's history: the offset of the last publication seen, in an
+/// epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamPosition {
+    /// Offset of the last publication seen (0: none).
+    pub offset: u64,
+    /// The epoch it belongs to.
+    pub epoch: String,
+}
+
+/// Longest epoch accepted from a client, in bytes (the server's are 16).
+pub const MAX_EPOCH_BYTES: usize = 64;
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+
 /// Parameters of `connect`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Connect {
@@ -163,6 +194,16 @@ struct RawFrame<'a> {
     email: Option<&'a RawValue>,
     #[serde(borrow, default)]
     persistent: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    recover: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    idempotency_key: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    limit: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reverse: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -253,6 +294,30 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
             filter: field::<String>(id, raw.filter, "filter", "a string")?
                 .map(|f| Filter::parse(&f).map_err(|e| err(id, ErrorCode::InvalidFilter, e.to_string())))
                 .transpose()?,
+            recover: field::<StreamPosition>(
+                id,
+                raw.recover,
+                "recover",
+                "an object {offset: non-negative integer, epoch: string}",
+            )?
+            .map(|p| {
+                if p.epoch.is_empty() || p.epoch.len() > MAX_EPOCH_BYTES {
+                    Err(err(
+                        id,
+                        ErrorCode::InvalidMessage,
+                        format!("recover.epoch must be 1 to {MAX_EPOCH_BYTES} bytes"),
+                    ))
+                } else {
+                    Ok(p)
+                }
+            })
+            .transpose()?,
+        },
+        "history" => Request::History {
+            channel: channel(id, raw.channel)?,
+            since: field(id, raw.since, "since", "a non-negative integer")?,
+            limit: field(id, raw.limit, "limit", "a non-negative integer")?,
+            reverse: field(id, raw.reverse, "reverse", "a boolean")?.unwrap_or(false),
         },
         "unsubscribe" => Request::Unsubscribe { channel: channel(id, raw.channel)? },
         "publish" => {
@@ -264,7 +329,12 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
                 Some(r) => serde_json::from_str(r.get())
                     .map_err(|e| err(id, ErrorCode::InvalidTags, strip_location(&e)))?,
             };
-            Request::Publish { channel, data, tags }
+            let idempotency_key: Option<String> =
+                field(id, raw.idempotency_key, "idempotency_key", "a string")?;
+            if let Some(k) = &idempotency_key {
+                check_idempotency_key(k).map_err(|m| err(id, ErrorCode::InvalidMessage, m))?;
+            }
+            Request::Publish { channel, data, tags, idempotency_key }
         }
         "ping" => Request::Ping,
         "register" | "login" => {
@@ -295,6 +365,17 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
     };
     let id = required(id, id, "id")?;
     Ok(ClientFrame::Request { id, request })
+}
+
+/// Checks an idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes, no control
+/// characters. The error is the message to send.
+pub fn check_idempotency_key(k: &str) -> Result<(), String> {
+    if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_BYTES || k.chars().any(char::is_control) {
+        return Err(format!(
+            "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes without control characters"
+        ));
+    }
+    Ok(())
 }
 
 /// A serde error message without serde_json's " at line 1 column 9" suffix.
@@ -333,9 +414,15 @@ pub fn encode_error(id: Option<u64>, error: &ProtoError) -> String {
 pub const PING_FRAME: &str = r#"{"push":"ping"}"#;
 
 /// Encodes a publication push:
-/// `{"push":"pub","channel":…,"data":…,"tags":{…}}`; `data` is omitted when the
-/// publication has none (possible only for event-server publications), `tags` when empty.
-pub fn encode_publication(channel: &ChannelName, data: Option<&str>, tags: &Tags) -> String {
+/// `{"push":"pub","channel":…,"data":…,"tags":{…},"offset":N}`; `data` is omitted when the
+/// publication has none (possible only for event-server publications), `tags` when empty,
+/// `offset` on channels without history.
+pub fn encode_publication(
+    channel: &ChannelName,
+    data: Option<&str>,
+    tags: &Tags,
+    offset: Option<u64>,
+) -> String {
     let mut s = String::with_capacity(48 + channel.as_str().len() + data.map_or(0, str::len));
     s.push_str(r#"{"push":"pub","channel":""#);
     // The channel grammar has no character that needs escaping in JSON.
@@ -356,6 +443,9 @@ pub fn encode_publication(channel: &ChannelName, data: Option<&str>, tags: &Tags
             push_json_string(&mut s, v);
         }
         s.push('}');
+    }
+    if let Some(o) = offset {
+        let _ = write!(s, r#","offset":{o}"#);
     }
     s.push('}');
     s
@@ -402,12 +492,41 @@ mod tests {
         let f =
             decode_client_frame(r#"{"id":7,"op":"subscribe","channel":"chat:a","filter":"k=v"}"#).unwrap();
         match f {
-            ClientFrame::Request { id: 7, request: Request::Subscribe { channel, filter } } => {
+            ClientFrame::Request {
+                id: 7,
+                request: Request::Subscribe { channel, filter, recover: None },
+            } => {
                 assert_eq!(channel.as_str(), "chat:a");
                 assert!(filter.is_some());
             }
             other => panic!("unexpected {other:?}"),
         }
+        let f = decode_client_frame(
+            r#"{"id":1,"op":"subscribe","channel":"a","recover":{"offset":4,"epoch":"e1"}}"#,
+        )
+        .unwrap();
+        let want = StreamPosition { offset: 4, epoch: "e1".into() };
+        assert!(
+            matches!(f, ClientFrame::Request { request: Request::Subscribe { recover: Some(p), .. }, .. } if p == want)
+        );
+        let f = decode_client_frame(
+            r#"{"id":1,"op":"history","channel":"a","since":3,"limit":10,"reverse":true}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            f,
+            ClientFrame::Request {
+                request: Request::History { since: Some(3), limit: Some(10), reverse: true, .. },
+                ..
+            }
+        ));
+        let f =
+            decode_client_frame(r#"{"id":1,"op":"publish","channel":"a","data":1,"idempotency_key":"k-1"}"#)
+                .unwrap();
+        assert!(matches!(
+            f,
+            ClientFrame::Request { request: Request::Publish { idempotency_key: Some(k), .. }, .. } if k == "k-1"
+        ));
         assert_eq!(decode_client_frame(r#"{"op":"pong"}"#).unwrap(), ClientFrame::Pong);
         let f = decode_client_frame(
             r#"{"id":1,"op":"publish","channel":"a","data":{"x":[1,2]},"tags":{"k":"v"}}"#,
@@ -464,16 +583,37 @@ mod tests {
             decode_err(r#"{"id":6,"op":"connect","identity":{"user":""}}"#),
             (Some(6), ErrorCode::InvalidMessage)
         );
+        for bad in [
+            r#"{"id":7,"op":"subscribe","channel":"a","recover":{"offset":-1,"epoch":"e"}}"#,
+            r#"{"id":7,"op":"subscribe","channel":"a","recover":{"offset":1}}"#,
+            r#"{"id":7,"op":"subscribe","channel":"a","recover":{"offset":1,"epoch":""}}"#,
+            r#"{"id":7,"op":"subscribe","channel":"a","recover":{"offset":1,"epoch":"e","x":1}}"#,
+            r#"{"id":7,"op":"subscribe","channel":"a","recover":5}"#,
+            r#"{"id":7,"op":"publish","channel":"a","data":1,"idempotency_key":""}"#,
+            r#"{"id":7,"op":"publish","channel":"a","data":1,"idempotency_key":7}"#,
+            r#"{"id":7,"op":"publish","channel":"a","data":1,"idempotency_key":"a\nb"}"#,
+            r#"{"id":7,"op":"history","channel":"a","limit":-2}"#,
+            r#"{"id":7,"op":"history","channel":"a","reverse":"yes"}"#,
+        ] {
+            assert_eq!(decode_err(bad), (Some(7), ErrorCode::InvalidMessage), "{bad}");
+        }
+        let long = format!(
+            r#"{{"id":7,"op":"publish","channel":"a","data":1,"idempotency_key":"{}"}}"#,
+            "k".repeat(129)
+        );
+        assert_eq!(decode_err(&long), (Some(7), ErrorCode::InvalidMessage));
     }
 
     #[test]
     fn encodes() {
         let c = ChannelName::parse("n:c").unwrap();
         let tags = Tags::from_pairs([("k", "v\"")]).unwrap();
-        let s = encode_publication(&c, Some(r#"{"a":1}"#), &tags);
+        let s = encode_publication(&c, Some(r#"{"a":1}"#), &tags, None);
         assert_eq!(s, r#"{"push":"pub","channel":"n:c","data":{"a":1},"tags":{"k":"v\""}}"#);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["tags"]["k"], "v\"");
+        let s = encode_publication(&c, None, &Tags::new(), Some(7));
+        assert_eq!(s, r#"{"push":"pub","channel":"n:c","offset":7}"#);
         assert_eq!(encode_result(3, "{}"), r#"{"id":3,"result":{}}"#);
         let e = ProtoError::new(ErrorCode::UnknownOp, "bad\u{1}\n");
         let s = encode_error(None, &e);

@@ -12,7 +12,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::fmt::Write as _;
+
 use tether_engine::Publication;
+use tether_engine::history::Page;
+use tether_engine::hub::{HistoryQuery, Published};
 use tether_proto::message::strip_location;
 use tether_proto::{ChannelName, ErrorCode, ProtoError, Tags, Target};
 
@@ -188,6 +192,8 @@ struct RawPublication<'a> {
     tags: Option<&'a RawValue>,
     #[serde(borrow, default)]
     to: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    idempotency_key: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +207,8 @@ struct RawBroadcast<'a> {
     tags: Option<&'a RawValue>,
     #[serde(borrow, default)]
     to: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    idempotency_key: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -224,6 +232,15 @@ fn decode_tags(raw: Option<&RawValue>) -> Result<Tags, ProtoError> {
         Some(r) => serde_json::from_str(r.get())
             .map_err(|e| ProtoError::new(ErrorCode::InvalidTags, strip_location(&e))),
     }
+}
+
+fn decode_key(raw: Option<&RawValue>) -> Result<Option<String>, ProtoError> {
+    let Some(r) = raw.filter(|r| r.get() != "null") else { return Ok(None) };
+    let k: String = serde_json::from_str(r.get())
+        .map_err(|_| ProtoError::new(ErrorCode::InvalidMessage, "idempotency_key must be a string"))?;
+    tether_proto::message::check_idempotency_key(&k)
+        .map_err(|m| ProtoError::new(ErrorCode::InvalidMessage, m))?;
+    Ok(Some(k))
 }
 
 fn decode_target(raw: Option<&RawValue>) -> Result<Option<Target>, ProtoError> {
@@ -251,22 +268,42 @@ fn build(
     }
     let data = tether_proto::json::minify(data.get());
     state.namespaces.check_api_publish(&channel, data.len())?;
-    Ok(Publication { channel, data: Some(data.into_owned().into_boxed_str()), tags, target })
+    let mut p = Publication::new(channel, Some(data.into_owned().into_boxed_str()), tags);
+    p.target = target;
+    Ok(p)
 }
 
-fn build_one(state: &AppState, scope: &Scope, raw: &RawPublication<'_>) -> Result<Publication, ProtoError> {
+/// A validated publication and its idempotency key.
+type Keyed = (Publication, Option<String>);
+
+fn build_one(state: &AppState, scope: &Scope, raw: &RawPublication<'_>) -> Result<Keyed, ProtoError> {
     let channel = decode_channel(raw.channel)?;
-    build(state, scope, channel, raw.data, decode_tags(raw.tags)?, decode_target(raw.to)?)
+    let key = decode_key(raw.idempotency_key)?;
+    Ok((build(state, scope, channel, raw.data, decode_tags(raw.tags)?, decode_target(raw.to)?)?, key))
 }
 
-fn ok_results(n: usize) -> Response {
-    let mut s = String::with_capacity(16 + 3 * n);
+/// A publish's result: `{}`, or `{"offset":N,"epoch":"…"}` on a channel with history
+/// (for a repeated idempotency key: the first publish's).
+pub(crate) fn push_result(s: &mut String, done: &Published) {
+    match &done.position {
+        Some(p) => {
+            let _ = write!(s, r#"{{"offset":{},"epoch":"#, p.offset);
+            tether_proto::message::push_json_string(s, &p.epoch);
+            s.push('}');
+        }
+        None => s.push_str("{}"),
+    }
+}
+
+/// Publishes in order; `{"results":[…]}`.
+fn publish_all(state: &AppState, pubs: &[Keyed]) -> Response {
+    let mut s = String::with_capacity(16 + 3 * pubs.len());
     s.push_str(r#"{"results":["#);
-    for i in 0..n {
+    for (i, (p, key)) in pubs.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str("{}");
+        push_result(&mut s, &state.publish_keyed(p, key.as_deref()));
     }
     s.push_str("]}");
     json_response(StatusCode::OK, s)
@@ -280,9 +317,10 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
 pub async fn publish(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (scope, body) = read_body(&state, req).await?;
     let raw: RawPublication<'_> = parse(&state, &body)?;
-    let p = build_one(&state, &scope, &raw).map_err(|e| ApiError(state.count_error(e)))?;
-    state.publish(&p);
-    Ok(json_response(StatusCode::OK, "{}".to_owned()))
+    let (p, key) = build_one(&state, &scope, &raw).map_err(|e| ApiError(state.count_error(e)))?;
+    let mut s = String::new();
+    push_result(&mut s, &state.publish_keyed(&p, key.as_deref()));
+    Ok(json_response(StatusCode::OK, s))
 }
 
 /// `POST /api/broadcast`: one payload to many channels.
@@ -299,25 +337,23 @@ pub async fn broadcast(State(state): State<AppState>, req: Request) -> Result<Re
     }
     let tags = decode_tags(raw.tags).map_err(|e| ApiError(state.count_error(e)))?;
     let target = decode_target(raw.to).map_err(|e| ApiError(state.count_error(e)))?;
-    let mut pubs = Vec::with_capacity(raw.channels.len());
+    let key = decode_key(raw.idempotency_key).map_err(|e| ApiError(state.count_error(e)))?;
+    let mut pubs: Vec<Keyed> = Vec::with_capacity(raw.channels.len());
     for (i, c) in raw.channels.iter().enumerate() {
         let p = decode_channel(c)
             .and_then(|ch| build(&state, &scope, ch, raw.data, tags.clone(), target.clone()))
             .map_err(|e| api_error(&state, e.code, format!("channels[{i}]: {}", e.message)))?;
         // A repeated channel would deliver the payload twice to its subscribers.
-        if let Some(j) = pubs.iter().position(|q: &Publication| q.channel == p.channel) {
+        if let Some(j) = pubs.iter().position(|(q, _)| q.channel == p.channel) {
             return Err(api_error(
                 &state,
                 ErrorCode::InvalidMessage,
                 format!("channels[{i}]: repeats channels[{j}]"),
             ));
         }
-        pubs.push(p);
+        pubs.push((p, key.clone()));
     }
-    for p in &pubs {
-        state.publish(p);
-    }
-    Ok(ok_results(pubs.len()))
+    Ok(publish_all(&state, &pubs))
 }
 
 /// `POST /api/batch`: many publications, validated together, published in order.
@@ -339,10 +375,76 @@ pub async fn batch(State(state): State<AppState>, req: Request) -> Result<Respon
             .map_err(|e| api_error(&state, e.code, format!("publications[{i}]: {}", e.message)))?;
         pubs.push(p);
     }
-    for p in &pubs {
-        state.publish(p);
+    Ok(publish_all(&state, &pubs))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHistory<'a> {
+    #[serde(borrow)]
+    channel: &'a RawValue,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+/// Most publications one history page returns.
+pub const HISTORY_PAGE_MAX: usize = 1000;
+
+/// A page's limit: what was asked, at most [`HISTORY_PAGE_MAX`] (absent or 0: that many).
+pub fn page_limit(asked: Option<u64>) -> usize {
+    match asked {
+        Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX).min(HISTORY_PAGE_MAX),
+        _ => HISTORY_PAGE_MAX,
     }
-    Ok(ok_results(pubs.len()))
+}
+
+/// `{"offset":TOP,"epoch":"…","publications":[push,…]}`: a history page, each publication
+/// encoded as its `pub` push.
+pub fn encode_page(page: &Page<std::sync::Arc<Publication>>) -> String {
+    let mut s = String::with_capacity(64 + page.entries.len() * 64);
+    let _ = write!(s, r#"{{"offset":{},"epoch":"#, page.position.offset);
+    tether_proto::message::push_json_string(&mut s, &page.position.epoch);
+    s.push_str(r#","publications":["#);
+    for (i, e) in page.entries.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let p = &e.item;
+        s.push_str(&tether_proto::message::encode_publication(
+            &p.channel,
+            p.data.as_deref(),
+            &p.tags,
+            p.offset,
+        ));
+    }
+    s.push_str("]}");
+    s
+}
+
+/// `POST /api/history`: a page of a channel's history.
+pub async fn history(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (scope, body) = read_body(&state, req).await?;
+    let raw: RawHistory<'_> = parse(&state, &body)?;
+    let channel = decode_channel(raw.channel).map_err(|e| ApiError(state.count_error(e)))?;
+    if !scope.allows(&channel) {
+        return Err(api_error(&state, ErrorCode::ChannelNotAllowed, "this API key may not use this channel"));
+    }
+    state.namespaces.resolve(&channel).map_err(|e| ApiError(state.count_error(e)))?;
+    let Some(limits) = state.history_limits(&channel) else {
+        return Err(api_error(&state, ErrorCode::HistoryDisabled, "this namespace keeps no history"));
+    };
+    let page = state.hub.history(
+        &channel,
+        limits,
+        HistoryQuery { since: raw.since, limit: page_limit(raw.limit), backward: raw.reverse },
+        None,
+        state.now_ms(),
+    );
+    Ok(json_response(StatusCode::OK, encode_page(&page)))
 }
 
 /// `GET /api/openapi.json`.

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/publish", post(api::publish))
         .route("/api/broadcast", post(api::broadcast))
         .route("/api/batch", post(api::batch))
+        .route("/api/history", post(api::history))
         .route("/api/openapi.json", get(api::openapi))
         .route("/api/scopes/{name}", get(crate::sync::http::read))
         .route("/api/scopes/{name}/update", post(crate::sync::http::update))
@@ -141,8 +142,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Periodic auth housekeeping until shutdown: re-checks live sessions (revocations made by
-/// another process) and purges expired sessions and idle rate-limit entries.
+/// Periodic housekeeping until shutdown: re-checks live sessions (revocations made by
+/// another process), purges expired sessions and idle rate-limit entries, expires Jetstream
+/// sessions, and sweeps idle channels' history and idempotency keys out of the hub.
 async fn housekeeping(state: AppState) {
     let mut sweep = tokio::time::interval(Duration::from_millis(state.config.auth.session_check_ms.max(100)));
     let mut purge = tokio::time::interval(Duration::from_secs(60));
@@ -151,12 +153,17 @@ async fn housekeeping(state: AppState) {
     // Jetstream sessions expire after minutes; a one-second sweep is precise enough.
     let mut sync_sweep = tokio::time::interval(Duration::from_secs(1));
     sync_sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hub_sweep = tokio::time::interval(Duration::from_millis(state.config.history.sweep_interval_ms));
+    hub_sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => return,
             _ = sweep.tick() => state.auth.sweep_live_sessions().await,
             _ = purge.tick() => state.auth.housekeeping().await,
             _ = sync_sweep.tick() => if let Some(sync) = &state.sync { sync.sweep() },
+            _ = hub_sweep.tick() => {
+                state.hub.sweep(state.now_ms(), state.config.history.idle_ttl_ms);
+            }
         }
     }
 }

@@ -78,6 +78,8 @@ pub struct Config {
     pub event_server: EventServerConfig,
     /// Model sync (the Jetstream dialect on `/jetstream`).
     pub sync: SyncConfig,
+    /// Channel history and idempotent publishing (sizes are per namespace).
+    pub history: HistoryConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Conformance-testing switches; never enable in production.
@@ -101,6 +103,7 @@ impl Default for Config {
             namespaces: BTreeMap::new(),
             event_server: EventServerConfig::default(),
             sync: SyncConfig::default(),
+            history: HistoryConfig::default(),
             shutdown: ShutdownConfig::default(),
             testing: TestingConfig::default(),
         }
@@ -460,10 +463,16 @@ pub struct NamespaceConfig {
     pub publish: ClientRule,
     /// Personal channels: `ns:<user>` only for that user.
     pub personal: bool,
-    /// Who may read presence (used by a later release).
+    /// Who may read presence.
     pub presence: ClientRule,
-    /// Who may read history (used by a later release).
+    /// Who may read history over the protocol.
     pub history: ClientRule,
+    /// Publications kept per channel (0 = no history, the default).
+    pub history_size: usize,
+    /// Age limit of kept publications in ms (0 = none).
+    pub history_ttl_ms: u64,
+    /// Most publications one recovery returns (0 = up to `history_size`).
+    pub recovery_limit: usize,
     /// Most subscribers per channel (0 = unlimited).
     pub max_subscribers: usize,
     /// Largest publication `data` in bytes.
@@ -480,6 +489,9 @@ impl Default for NamespaceConfig {
             personal: d.personal,
             presence: d.presence,
             history: d.history,
+            history_size: d.history_size,
+            history_ttl_ms: d.history_ttl_ms,
+            recovery_limit: d.recovery_limit,
             max_subscribers: d.max_subscribers,
             max_message_bytes: d.max_message_bytes,
         }
@@ -494,6 +506,9 @@ impl From<&NamespaceConfig> for NamespaceOptions {
             personal: c.personal,
             presence: c.presence,
             history: c.history,
+            history_size: c.history_size,
+            history_ttl_ms: c.history_ttl_ms,
+            recovery_limit: c.recovery_limit,
             max_subscribers: c.max_subscribers,
             max_message_bytes: c.max_message_bytes,
         }
@@ -516,6 +531,35 @@ pub struct EventServerConfig {
 impl Default for EventServerConfig {
     fn default() -> Self {
         Self { enabled: true, tokens_file: None, namespace: "events".to_owned() }
+    }
+}
+
+/// Channel history and idempotent publishing, server-wide. How much history a channel keeps
+/// is set per namespace (`history_size`, `history_ttl_ms`, `recovery_limit`). See
+/// `docs/delivery.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Keep history in the embedded store too, so a clean restart keeps every channel's
+    /// history and epoch (otherwise a restart starts new epochs).
+    pub persist: bool,
+    /// How long an `idempotency_key` is remembered per channel, in ms.
+    pub idempotency_window_ms: u64,
+    /// A channel without subscribers that nobody published to for this long forgets its
+    /// history and epoch, in ms.
+    pub idle_ttl_ms: u64,
+    /// How often idle channels and expired idempotency keys are swept, in ms.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            persist: false,
+            idempotency_window_ms: 300_000,
+            idle_ttl_ms: 86_400_000,
+            sweep_interval_ms: 10_000,
+        }
     }
 }
 
@@ -737,6 +781,10 @@ impl Config {
         }
         if ws.outbound_queue == 0 {
             return Err(invalid("websocket.outbound_queue must be above 0".to_owned()));
+        }
+        let h = &self.history;
+        if h.idempotency_window_ms == 0 || h.idle_ttl_ms == 0 || h.sweep_interval_ms == 0 {
+            return Err(invalid("history: every interval must be above 0".to_owned()));
         }
         crate::sync::load(&self.sync).map_err(|e| invalid(e.to_string()))?;
         let sy = &self.sync;

@@ -16,7 +16,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use std::pin::Pin;
+use tether_engine::history::{Position, Recovery};
 use tether_engine::hub::ConnId;
+use tether_engine::hub::{SubscribeOptions, Subscribed};
 use tether_engine::{Publication, Subscriber};
 use tether_proto::{ChannelName, ErrorCode, Filter, ProtoError};
 
@@ -30,10 +32,15 @@ use crate::metrics::{ConnectionGauge, Transport};
 use crate::outbox::{Frame, Outbox, Overflowed};
 use crate::state::{AppState, ConnLimiter, ConnSlot};
 
-/// Encodes a publication as an SSE event.
+/// Encodes a publication as an SSE event; on a channel with history its `id` is the
+/// position `EPOCH:OFFSET`, which the browser sends back as `Last-Event-ID` when it
+/// reconnects.
 pub fn encode_event(p: &Publication) -> Frame {
-    let json = tether_proto::message::encode_publication(&p.channel, p.data.as_deref(), &p.tags);
-    let mut s = String::with_capacity(json.len() + 8);
+    let json = tether_proto::message::encode_publication(&p.channel, p.data.as_deref(), &p.tags, p.offset);
+    let mut s = String::with_capacity(json.len() + 48);
+    if let (Some(offset), Some(epoch)) = (p.offset, p.epoch.as_deref()) {
+        push_id(&mut s, epoch, offset);
+    }
     s.push_str("data: ");
     // Payloads are minified at the edge, so raw line breaks cannot occur; map any that
     // would to spaces rather than let them split the event.
@@ -44,6 +51,58 @@ pub fn encode_event(p: &Publication) -> Frame {
     }
     s.push_str("\n\n");
     Frame::now(s)
+}
+
+/// `id: EPOCH:OFFSET` and its line end.
+fn push_id(s: &mut String, epoch: &str, offset: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(s, "id: {epoch}:{offset}");
+}
+
+/// Reads a `Last-Event-ID` (`EPOCH:OFFSET`, as [`encode_event`] writes ids).
+pub fn parse_event_id(id: &str) -> Option<Position> {
+    let (epoch, offset) = id.trim().rsplit_once(':')?;
+    if epoch.is_empty()
+        || epoch.len() > tether_proto::message::MAX_EPOCH_BYTES
+        || epoch.contains(char::is_control)
+    {
+        return None;
+    }
+    Some(Position { offset: offset.parse().ok()?, epoch: epoch.into() })
+}
+
+/// The stream's first chunk on a channel with history: the recovered publications (each
+/// an event with its id), then `event: subscribed` with the position (and its id, so a
+/// later reconnect resumes from there) and, when a recovery was asked for, whether it
+/// worked.
+fn subscribed_events(done: &Subscribed, asked: bool) -> Bytes {
+    let Some(pos) = &done.position else {
+        return Bytes::from_static(b": subscribed\n\n");
+    };
+    let mut s = String::new();
+    let mut recovered = None;
+    match &done.recovery {
+        Some(Recovery::Recovered(entries)) => {
+            for e in entries {
+                s.push_str(&encode_event(&e.item).text);
+            }
+            recovered = Some(r#","recovered":true"#.to_owned());
+        }
+        Some(Recovery::NotRecovered(why)) => {
+            let reason = crate::dialects::native::not_recovered_reason(*why);
+            recovered = Some(format!(r#","recovered":false,"reason":"{reason}""#));
+        }
+        None => {}
+    }
+    push_id(&mut s, &pos.epoch, pos.offset);
+    s.push_str("event: subscribed\ndata: ");
+    s.push_str(&format!(r#"{{"offset":{},"epoch":"#, pos.offset));
+    tether_proto::message::push_json_string(&mut s, &pos.epoch);
+    if asked {
+        s.push_str(recovered.as_deref().unwrap_or(r#","recovered":false"#));
+    }
+    s.push_str("}\n\n");
+    Bytes::from(s)
 }
 
 /// Query parameters of `/sse`.
@@ -149,17 +208,34 @@ pub async fn handler(
         Ok(s) => s,
         Err(e) => return Ok(crate::api::limit_response(&state, e)),
     };
+    // A browser reconnecting sends the id of the last event it got.
+    let since = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(parse_event_id).ok_or_else(|| {
+            err(
+                ErrorCode::InvalidMessage,
+                "Last-Event-ID must be EPOCH:OFFSET as sent in an event id".to_owned(),
+            )
+        })?),
+    };
     let outbox = state.new_outbox();
     let id = state.next_conn_id();
-    state
+    let o = SubscribeOptions {
+        max_subscribers: opts.max_subscribers,
+        history: opts.history_limits(),
+        recover: since.as_ref().map(|p| (p, crate::dialects::native::recovery_limit(opts))),
+        now_ms: state.now_ms(),
+    };
+    let done = state
         .hub
-        .subscribe(
+        .subscribe_with(
             &channel,
             Subscriber { conn: id, sink: Arc::clone(&outbox), format: state.formats.sse, identity },
             filter,
-            opts.max_subscribers,
+            &o,
         )
         .map_err(|e| ApiError(state.count_error(e.into())))?;
+    let first = subscribed_events(&done, since.is_some() && done.position.is_some());
     let heartbeat = Duration::from_millis(state.config.sse.heartbeat_ms);
     // Cancelled by server shutdown (the parent), by revocation of the stream's session, or
     // when its credential expires.
@@ -237,7 +313,7 @@ pub async fn handler(
         };
         Some((Ok::<_, std::convert::Infallible>(chunk), st))
     });
-    let first = stream::once(async { Ok(Bytes::from_static(b": subscribed\n\n")) });
+    let first = stream::once(async { Ok(first) });
     let body = Body::from_stream(futures_util::StreamExt::chain(first, body));
     Ok((
         StatusCode::OK,

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tether_engine::hub::ConnId;
-use tether_engine::{FormatId, Hub, Namespaces, Publication, PublishStats};
+use tether_engine::hub::{PublishOptions, Published};
+use tether_engine::{FormatId, Hub, NamespaceOptions, Namespaces, Publication};
 use tether_proto::{ErrorCode, ProtoError};
 use tether_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub event_tokens: Option<TokenFile>,
     /// Model sync (`/jetstream`), when a schema is configured.
     pub sync: Option<Arc<crate::sync::SyncShared>>,
+    /// Wall clock (history ages, idempotency windows).
+    pub clock: Clock,
     next_conn: AtomicU64,
 }
 
@@ -90,7 +93,7 @@ impl Shared {
         ]);
         let formats = Formats { native: hub.format(0), sse: hub.format(1), event_server: hub.format(2) };
         let keys = ApiKeys::new(api_keys, &config.scoped_api_keys);
-        let auth = Auth::new(&config.auth, Arc::clone(&store), clock, keys)?;
+        let auth = Auth::new(&config.auth, Arc::clone(&store), clock.clone(), keys)?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let sync =
@@ -110,6 +113,7 @@ impl Shared {
             limiter,
             auth,
             event_tokens,
+            clock,
             next_conn: AtomicU64::new(1),
         })
     }
@@ -119,14 +123,41 @@ impl Shared {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Publishes and counts.
-    pub fn publish(&self, p: &Publication) -> PublishStats {
-        let st = self.hub.publish(p);
+    /// Publishes and counts (see [`Self::publish_keyed`]).
+    pub fn publish(&self, p: &Publication) -> Published {
+        self.publish_keyed(p, None)
+    }
+
+    /// Publishes and counts: with an offset in the channel's history when its namespace
+    /// keeps one, and once per `idempotency_key` within `history.idempotency_window_ms`.
+    pub fn publish_keyed(&self, p: &Publication, idempotency_key: Option<&str>) -> Published {
+        let o = PublishOptions {
+            history: self.history_limits(&p.channel),
+            idempotency_key,
+            idempotency_window_ms: self.config.history.idempotency_window_ms,
+            now_ms: self.now_ms(),
+        };
+        let done = self.hub.publish_with(p, &o);
         let m = &self.metrics;
-        m.publications.fetch_add(1, Ordering::Relaxed);
-        m.deliveries.fetch_add(st.delivered as u64, Ordering::Relaxed);
-        m.dropped.fetch_add(st.dropped as u64, Ordering::Relaxed);
-        st
+        if !done.duplicate {
+            m.publications.fetch_add(1, Ordering::Relaxed);
+        }
+        m.deliveries.fetch_add(done.stats.delivered as u64, Ordering::Relaxed);
+        m.dropped.fetch_add(done.stats.dropped as u64, Ordering::Relaxed);
+        done
+    }
+
+    /// The history bounds of `channel`'s namespace, if it keeps history.
+    pub fn history_limits(
+        &self,
+        channel: &tether_proto::ChannelName,
+    ) -> Option<tether_engine::history::HistoryLimits> {
+        self.namespaces.resolve(channel).ok().and_then(NamespaceOptions::history_limits)
+    }
+
+    /// The clock in milliseconds as the engine takes it (0 before 1970).
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now_ms()).unwrap_or(0)
     }
 
     /// Counts an error about to be sent and passes it through.

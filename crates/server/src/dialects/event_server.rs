@@ -262,7 +262,7 @@ pub async fn post_event(State(state): State<AppState>, req: Request) -> Response
         state.metrics.error(e.code);
         return code_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
     }
-    state.publish(&Publication { channel, data, tags: Tags::new(), target: None });
+    state.publish(&Publication::new(channel, data, Tags::new()));
     code_response(StatusCode::OK, "OK")
 }
 
@@ -437,12 +437,11 @@ mod tests {
 
     #[test]
     fn byte_exact_event() {
-        let p = Publication {
-            channel: ChannelName::parse("events:the_event").unwrap(),
-            data: Some(r#"{"foo":"bar"}"#.into()),
-            tags: Tags::new(),
-            target: None,
-        };
+        let p = Publication::new(
+            ChannelName::parse("events:the_event").unwrap(),
+            Some(r#"{"foo":"bar"}"#.into()),
+            Tags::new(),
+        );
         assert_eq!(&*encode_event(&p).text, r#"{"type":"event","event":"the_event","data":{"foo":"bar"}}"#);
         let p = Publication { data: None, ..p };
         assert_eq!(&*encode_event(&p).text, r#"{"type":"event","event":"the_event"}"#);

@@ -16,9 +16,13 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use std::fmt::Write as _;
 use tether_engine::hub::ConnId;
+
+use tether_engine::history::{NotRecovered, Position, Recovery};
+use tether_engine::hub::{HistoryQuery, SubscribeOptions, Subscribed};
 use tether_engine::{Publication, Subscriber};
-use tether_proto::message::{self, Account, ClientFrame, Connect, Request, push_json_string};
+use tether_proto::message::{self, Account, ClientFrame, Connect, Request, StreamPosition, push_json_string};
 use tether_proto::{ChannelName, ErrorCode, Filter, Identity, ProtoError, Tags};
 use tokio::task::AbortHandle;
 
@@ -37,7 +41,63 @@ const MAX_QUEUED: usize = 64;
 
 /// Encodes a publication as a native push frame.
 pub fn encode_push(p: &Publication) -> Frame {
-    Frame::now(message::encode_publication(&p.channel, p.data.as_deref(), &p.tags))
+    Frame::now(message::encode_publication(&p.channel, p.data.as_deref(), &p.tags, p.offset))
+}
+
+/// Most publications one recovery returns for a namespace: its `recovery_limit`, or its
+/// whole history when that is 0.
+pub fn recovery_limit(opts: &tether_engine::NamespaceOptions) -> usize {
+    if opts.recovery_limit == 0 { opts.history_size } else { opts.recovery_limit }
+}
+
+/// A subscribe's result: `{}` without history; `{"offset":N,"epoch":"…"}` with it; and
+/// when a recovery was asked for, `"recovered"` and the missed `"publications"` (as their
+/// `pub` pushes, in order), or `"recovered":false`.
+fn subscribe_result(done: &Subscribed, asked: bool) -> String {
+    let mut s = String::from("{");
+    if let Some(p) = &done.position {
+        let _ = write!(s, r#""offset":{},"epoch":"#, p.offset);
+        message::push_json_string(&mut s, &p.epoch);
+    }
+    if asked {
+        if s.len() > 1 {
+            s.push(',');
+        }
+        match &done.recovery {
+            Some(Recovery::Recovered(entries)) => {
+                s.push_str(r#""recovered":true,"publications":["#);
+                for (i, e) in entries.iter().enumerate() {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    let p = &e.item;
+                    s.push_str(&message::encode_publication(
+                        &p.channel,
+                        p.data.as_deref(),
+                        &p.tags,
+                        p.offset,
+                    ));
+                }
+                s.push(']');
+            }
+            Some(Recovery::NotRecovered(why)) => {
+                let _ = write!(s, r#""recovered":false,"reason":"{}""#, not_recovered_reason(*why));
+            }
+            None => s.push_str(r#""recovered":false,"reason":"no_history""#),
+        }
+    }
+    s.push('}');
+    s
+}
+
+/// The stable `reason` of a `recovered: false`.
+pub fn not_recovered_reason(why: NotRecovered) -> &'static str {
+    match why {
+        NotRecovered::EpochChanged => "epoch_changed",
+        NotRecovered::Trimmed => "trimmed",
+        NotRecovered::TooMany => "too_many",
+        NotRecovered::Ahead => "ahead",
+    }
 }
 
 /// `GET /ws`: upgrades to the native protocol.
@@ -246,7 +306,14 @@ impl Session {
         });
     }
 
-    fn subscribe(&mut self, channel: ChannelName, filter: Option<Filter>) -> Result<(), ProtoError> {
+    /// Subscribes; the result carries the channel's position when it keeps history, and
+    /// the recovery's outcome when one was asked for (see `docs/delivery.md`).
+    fn subscribe(
+        &mut self,
+        channel: ChannelName,
+        filter: Option<Filter>,
+        recover: Option<StreamPosition>,
+    ) -> Result<String, ProtoError> {
         let principal = self.principal()?;
         if self.subscriptions.iter().any(|(c, _)| *c == channel) {
             return Err(ProtoError::new(ErrorCode::AlreadySubscribed, "already subscribed to this channel"));
@@ -259,7 +326,14 @@ impl Session {
             ));
         }
         let opts = self.state.namespaces.check_subscribe(&channel, &principal.access())?;
-        self.state.hub.subscribe(
+        let since = recover.map(|p| Position { offset: p.offset, epoch: p.epoch.into() });
+        let o = SubscribeOptions {
+            max_subscribers: opts.max_subscribers,
+            history: opts.history_limits(),
+            recover: since.as_ref().map(|p| (p, recovery_limit(opts))),
+            now_ms: self.state.now_ms(),
+        };
+        let done = self.state.hub.subscribe_with(
             &channel,
             Subscriber {
                 conn: self.id,
@@ -268,10 +342,10 @@ impl Session {
                 identity: Arc::clone(&principal.identity),
             },
             filter.clone(),
-            opts.max_subscribers,
+            &o,
         )?;
         self.subscriptions.push((channel, filter));
-        Ok(())
+        Ok(subscribe_result(&done, since.is_some()))
     }
 
     fn unsubscribe(&mut self, channel: &ChannelName) -> Result<(), ProtoError> {
@@ -284,14 +358,46 @@ impl Session {
         Ok(())
     }
 
-    fn publish(&self, channel: ChannelName, data: &str, tags: Tags) -> Result<(), ProtoError> {
+    fn publish(
+        &self,
+        channel: ChannelName,
+        data: &str,
+        tags: Tags,
+        idempotency_key: Option<&str>,
+    ) -> Result<String, ProtoError> {
         let principal = self.principal()?;
         // Sizes are checked on the stored (minified) form, as the HTTP API does.
         let data = tether_proto::json::minify(data).into_owned().into_boxed_str();
         let subscribed = self.subscriptions.iter().any(|(c, _)| *c == channel);
         self.state.namespaces.check_client_publish(&channel, &principal.access(), subscribed, data.len())?;
-        self.state.publish(&Publication { channel, data: Some(data), tags, target: None });
-        Ok(())
+        let done = self.state.publish_keyed(&Publication::new(channel, Some(data), tags), idempotency_key);
+        let mut s = String::new();
+        crate::api::push_result(&mut s, &done);
+        Ok(s)
+    }
+
+    /// A page of a channel's history, as this connection may see it.
+    fn history(
+        &self,
+        channel: &ChannelName,
+        since: Option<u64>,
+        limit: Option<u64>,
+        reverse: bool,
+    ) -> Result<String, ProtoError> {
+        let principal = self.principal()?;
+        let subscribed = self.subscriptions.iter().any(|(c, _)| c == channel);
+        let opts = self.state.namespaces.check_history(channel, &principal.access(), subscribed)?;
+        let limits = opts
+            .history_limits()
+            .ok_or_else(|| ProtoError::new(ErrorCode::HistoryDisabled, "this namespace keeps no history"))?;
+        let page = self.state.hub.history(
+            channel,
+            limits,
+            HistoryQuery { since, limit: crate::api::page_limit(limit), backward: reverse },
+            Some(&principal.identity),
+            self.state.now_ms(),
+        );
+        Ok(crate::api::encode_page(&page))
     }
 
     /// Installs a new principal: re-registers the live session, re-checks every
@@ -378,9 +484,16 @@ impl Session {
         let ok = || Some("{}".to_owned());
         match request {
             Request::Connect(c) => self.connect(id, c),
-            Request::Subscribe { channel, filter } => self.subscribe(channel, filter).map(|()| ok()),
+            Request::Subscribe { channel, filter, recover } => {
+                self.subscribe(channel, filter, recover).map(Some)
+            }
             Request::Unsubscribe { channel } => self.unsubscribe(&channel).map(|()| ok()),
-            Request::Publish { channel, data, tags } => self.publish(channel, &data, tags).map(|()| ok()),
+            Request::Publish { channel, data, tags, idempotency_key } => {
+                self.publish(channel, &data, tags, idempotency_key.as_deref()).map(Some)
+            }
+            Request::History { channel, since, limit, reverse } => {
+                self.history(&channel, since, limit, reverse).map(Some)
+            }
             Request::Ping => self.principal().map(|_| ok()),
             Request::Refresh { token: Some(t) } => {
                 let current = self.principal()?;
@@ -537,9 +650,11 @@ async fn run_account_op(
             let p = principal.ok_or_else(not_connected)?;
             auth.delete_account(&p, password.expose(), Some(conn)).await.map(|()| Outcome::AccountDeleted)
         }
-        Request::Subscribe { .. } | Request::Unsubscribe { .. } | Request::Publish { .. } | Request::Ping => {
-            Err(ProtoError::new(ErrorCode::Internal, "internal error"))
-        }
+        Request::Subscribe { .. }
+        | Request::Unsubscribe { .. }
+        | Request::Publish { .. }
+        | Request::History { .. }
+        | Request::Ping => Err(ProtoError::new(ErrorCode::Internal, "internal error")),
     }
 }
 
