@@ -346,6 +346,11 @@ impl<S: Sink> Hub<S> {
         }
     }
 
+    /// A new epoch from the hub's source (for a history restored without its old one).
+    pub fn new_epoch(&self) -> Arc<str> {
+        (self.epochs)()
+    }
+
     /// Replaces where new epochs come from (tests make them predictable).
     #[must_use]
     pub fn with_epochs(mut self, epochs: EpochSource) -> Self {

@@ -111,6 +111,15 @@ pub async fn serve(
         }
     };
     tokio::spawn(housekeeping(Arc::clone(&state)));
+    // Persistent history is restored before the first connection is served.
+    let history = if state.config.history.persist {
+        let restored = crate::history::restore(&state).await.map_err(std::io::Error::other)?;
+        tracing::info!(channels = restored, "channel history restored");
+        let stop = tokio_util::sync::CancellationToken::new();
+        Some((tokio::spawn(crate::history::run(Arc::clone(&state), stop.clone())), stop))
+    } else {
+        None
+    };
     let drain = Duration::from_millis(state.config.shutdown.drain_timeout_ms);
     // Realtime frames are small and latency-bound: never let Nagle's algorithm hold one
     // back waiting for the peer's (possibly delayed) ACK.
@@ -138,6 +147,20 @@ pub async fn serve(
             remaining = state.tasks.len(),
             "drain timeout reached; dropping remaining connections"
         ),
+    }
+    if let Some((writer, stop)) = history {
+        // Nothing publishes any more: write what is queued, then mark the shutdown clean
+        // (only then does the next start keep the epochs).
+        stop.cancel();
+        let _ = writer.await;
+        // A publication that never reached the store may have been seen by a client, and
+        // the next process would reuse its offset: then the epochs must change, as after
+        // a crash.
+        if state.history_writer.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            tracing::warn!("some channel history was not persisted; the next start will begin new epochs");
+        } else if let Err(e) = state.store.mark_clean_shutdown().await {
+            tracing::warn!(error = %e, "cannot record the clean shutdown");
+        }
     }
     Ok(())
 }

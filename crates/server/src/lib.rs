@@ -13,6 +13,7 @@
 //! - [`dialects`]: native protocol, event-server, Autobahn echo.
 //! - [`sse`]: server-sent events.
 //! - [`api`]: the HTTP server API.
+//! - [`history`]: channel history written behind to the store and restored at start-up.
 //! - [`auth`]: accounts, sessions, JWTs, API keys, trusted identity headers.
 //! - [`clock`]: the injectable wall clock expiry is measured on.
 //! - [`metrics`]: counters, gauges and the Prometheus exposition.
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod dialects;
+pub mod history;
 pub mod keys;
 pub mod metrics;
 pub mod outbox;

@@ -60,6 +60,10 @@ pub struct Shared {
     pub sync: Option<Arc<crate::sync::SyncShared>>,
     /// Wall clock (history ages, idempotency windows).
     pub clock: Clock,
+    /// The embedded store.
+    pub store: Arc<dyn Store>,
+    /// Channel history on its way to the store (`history.persist`).
+    pub history_writer: crate::history::HistoryWriter,
     next_conn: AtomicU64,
 }
 
@@ -96,9 +100,13 @@ impl Shared {
         let auth = Auth::new(&config.auth, Arc::clone(&store), clock.clone(), keys)?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let sync =
-            crate::sync::SyncShared::from_config(&config.sync, store, tasks.clone(), shutdown.clone())?
-                .map(Arc::new);
+        let sync = crate::sync::SyncShared::from_config(
+            &config.sync,
+            Arc::clone(&store),
+            tasks.clone(),
+            shutdown.clone(),
+        )?
+        .map(Arc::new);
         let event_tokens = config.event_server.tokens_file.clone().map(TokenFile::new);
         let limiter = ConnLimiter::new(config.limits.max_connections, config.limits.max_connections_per_ip);
         Ok(Self {
@@ -114,6 +122,8 @@ impl Shared {
             auth,
             event_tokens,
             clock,
+            store,
+            history_writer: crate::history::HistoryWriter::default(),
             next_conn: AtomicU64::new(1),
         })
     }
@@ -138,6 +148,11 @@ impl Shared {
             now_ms: self.now_ms(),
         };
         let done = self.hub.publish_with(p, &o);
+        if self.config.history.persist
+            && let Some(kept) = &done.kept
+        {
+            self.history_writer.queue(kept);
+        }
         let m = &self.metrics;
         if !done.duplicate {
             m.publications.fetch_add(1, Ordering::Relaxed);
