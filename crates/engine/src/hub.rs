@@ -26,6 +26,16 @@
 //! lives with the broker.) Idempotency keys are remembered per channel under the same lock,
 //! so two concurrent retries publish once.
 //!
+//! # Presence
+//!
+//! On namespaces that track presence, a subscriber joins the channel's presence
+//! ([`crate::presence`]) as it subscribes and leaves it as it unsubscribes, under the same
+//! lock, so presence and the subscriber list never disagree; its connection refreshes the
+//! entry on heartbeats ([`Hub::presence_touch`]) and [`Hub::presence_sweep`] removes entries
+//! whose refresh stopped (a connection wedged, or a node that died, once presence is shared).
+//! Join and leave events go to the channel's other subscribers in formats that have a
+//! presence encoder, when the namespace announces them.
+//!
 //! A channel stays in the hub while it has subscribers, history or remembered idempotency
 //! keys; [`Hub::sweep`] removes channels that have none of those left.
 //!
@@ -46,6 +56,7 @@ use parking_lot::{Mutex, RwLock};
 use tether_proto::{ChannelName, Filter, Identity, Tags, Target};
 
 use crate::history::{ChannelHistory, HistoryLimits, Page, Position, Recovery};
+use crate::presence::{ChannelPresence, PresenceCounts, PresenceEvent, PresenceInfo};
 
 /// Number of channel-map shards.
 pub const SHARDS: usize = 64;
@@ -162,8 +173,21 @@ pub struct SubscribeOptions<'a> {
     pub history: Option<HistoryLimits>,
     /// Recover from this position: at most `.1` publications (0: no limit).
     pub recover: Option<(&'a Position, usize)>,
+    /// Join the channel's presence.
+    pub presence: Option<&'a PresenceJoin>,
     /// The caller's clock, in milliseconds.
     pub now_ms: u64,
+}
+
+/// A subscriber's presence entry (namespaces that track presence).
+#[derive(Debug, Clone)]
+pub struct PresenceJoin {
+    /// Who it is (its `client` is the subscriber's connection).
+    pub info: PresenceInfo,
+    /// How long the entry lives without a refresh, in milliseconds.
+    pub ttl_ms: u64,
+    /// Send join and leave events to the channel's subscribers.
+    pub announce: bool,
 }
 
 /// What [`Hub::subscribe_with`] found.
@@ -240,6 +264,8 @@ struct Group<S> {
 }
 
 struct Channel<S> {
+    /// Its name (for presence events).
+    name: ChannelName,
     groups: Vec<Group<S>>,
     count: usize,
     /// Recent publications, when the namespace keeps history.
@@ -250,17 +276,24 @@ struct Channel<S> {
     last_publish_ms: u64,
     /// Since when the sweep has seen the channel without subscribers.
     idle_since_ms: Option<u64>,
+    /// Who is present, on namespaces that track presence.
+    presence: Option<ChannelPresence>,
+    /// Presence events go to subscribers.
+    announce: bool,
 }
 
 impl<S> Channel<S> {
-    fn new() -> Self {
+    fn new(name: ChannelName) -> Self {
         Self {
+            name,
             groups: Vec::new(),
             count: 0,
             history: None,
             keys: KeyCache::default(),
             last_publish_ms: 0,
             idle_since_ms: None,
+            presence: None,
+            announce: false,
         }
     }
 
@@ -298,6 +331,9 @@ impl KeyCache {
 
 type Shard<S> = RwLock<HashMap<ChannelName, Arc<Mutex<Channel<S>>>>>;
 
+/// Turns a presence event on a channel into a frame of one wire format.
+pub type PresenceEncoder<F> = Box<dyn Fn(&ChannelName, &PresenceEvent) -> F + Send + Sync>;
+
 /// Makes the epoch of a new history (random, so that it differs across restarts).
 pub type EpochSource = Box<dyn Fn() -> Arc<str> + Send + Sync>;
 
@@ -317,6 +353,8 @@ pub struct Hub<S: Sink> {
     subscriptions: AtomicUsize,
     channels: AtomicUsize,
     epochs: EpochSource,
+    /// Per format, how presence events are encoded; `None`: the format gets none.
+    presence_encoders: Vec<Option<PresenceEncoder<S::Frame>>>,
 }
 
 impl<S: Sink> std::fmt::Debug for Hub<S> {
@@ -343,7 +381,18 @@ impl<S: Sink> Hub<S> {
             subscriptions: AtomicUsize::new(0),
             channels: AtomicUsize::new(0),
             epochs: Box::new(random_epoch),
+            presence_encoders: Vec::new(),
         }
+    }
+
+    /// Subscribers in format `index` receive presence events, encoded so.
+    #[must_use]
+    pub fn with_presence_encoder(mut self, index: usize, encoder: PresenceEncoder<S::Frame>) -> Self {
+        if self.presence_encoders.len() <= index {
+            self.presence_encoders.resize_with(index + 1, || None);
+        }
+        self.presence_encoders[index] = Some(encoder);
+        self
     }
 
     /// A new epoch from the hub's source (for a history restored without its old one).
@@ -401,7 +450,7 @@ impl<S: Sink> Hub<S> {
             Entry::Occupied(e) => (Arc::clone(e.get()), false),
             Entry::Vacant(e) => {
                 self.channels.fetch_add(1, Ordering::Relaxed);
-                (Arc::clone(e.insert(Arc::new(Mutex::new(Channel::new())))), true)
+                (Arc::clone(e.insert(Arc::new(Mutex::new(Channel::new(channel.clone()))))), true)
             }
         };
         let mut ch = ch.lock();
@@ -447,7 +496,34 @@ impl<S: Sink> Hub<S> {
         }
         ch.count += 1;
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if let Some(join) = o.presence {
+            ch.announce = join.announce;
+            let presence = ch.presence.get_or_insert_with(ChannelPresence::new);
+            if let Some(ev) = presence.join(join.info.clone(), o.now_ms, join.ttl_ms) {
+                self.announce(&ch, &ev);
+            }
+        }
         Ok(done)
+    }
+
+    /// Sends a presence event to the channel's subscribers (but the one it is about) in the
+    /// formats that have a presence encoder, if the channel announces.
+    fn announce(&self, ch: &Channel<S>, ev: &PresenceEvent) {
+        if !ch.announce || self.presence_encoders.is_empty() {
+            return;
+        }
+        let about = ev.info().client;
+        let mut frames: [Option<S::Frame>; MAX_FORMATS] = Default::default();
+        for g in &ch.groups {
+            for m in g.members.values() {
+                if m.conn == about {
+                    continue;
+                }
+                let Some(Some(enc)) = self.presence_encoders.get(m.format.index()) else { continue };
+                let frame = frames[m.format.index()].get_or_insert_with(|| enc(&ch.name, ev));
+                m.sink.push(frame);
+            }
+        }
     }
 
     /// Removes `conn` from `channel`. Returns whether it was subscribed.
@@ -458,6 +534,9 @@ impl<S: Sink> Hub<S> {
         let mut ch = ch_arc.lock();
         let Some(gi) = ch.group_of(conn) else { return false };
         ch.groups[gi].members.swap_remove(&conn);
+        if let Some(ev) = ch.presence.as_mut().and_then(|p| p.leave(conn)) {
+            self.announce(&ch, &ev);
+        }
         if ch.groups[gi].members.is_empty() {
             ch.groups.swap_remove(gi);
         }
@@ -533,7 +612,7 @@ impl<S: Sink> Hub<S> {
         let mut shard = self.shard(channel).write();
         let c = shard.entry(channel.clone()).or_insert_with(|| {
             self.channels.fetch_add(1, Ordering::Relaxed);
-            Arc::new(Mutex::new(Channel::new()))
+            Arc::new(Mutex::new(Channel::new(channel.clone())))
         });
         Arc::clone(c)
     }
@@ -645,6 +724,69 @@ impl<S: Sink> Hub<S> {
         }
         self.channels.fetch_sub(removed, Ordering::Relaxed);
         removed
+    }
+
+    /// A subscriber's heartbeat: refreshes its presence entry, or joins again (announced)
+    /// if the entry had expired. `false` if `conn` is not subscribed to `channel`.
+    pub fn presence_touch(&self, channel: &ChannelName, join: &PresenceJoin, now_ms: u64) -> bool {
+        let Some(ch) = self.shard(channel).read().get(channel).map(Arc::clone) else { return false };
+        let mut ch = ch.lock();
+        let conn = join.info.client;
+        if ch.group_of(conn).is_none() {
+            return false;
+        }
+        let presence = ch.presence.get_or_insert_with(ChannelPresence::new);
+        if presence.refresh(conn, now_ms, join.ttl_ms) {
+            return true;
+        }
+        // Expired (swept or not): a leave first if it is still owed, then the join.
+        let events: Vec<PresenceEvent> = presence
+            .leave(conn)
+            .into_iter()
+            .chain(presence.join(join.info.clone(), now_ms, join.ttl_ms))
+            .collect();
+        for ev in &events {
+            self.announce(&ch, ev);
+        }
+        true
+    }
+
+    /// Removes presence entries whose time ran out, announcing their leaves. Returns how
+    /// many. Run periodically.
+    pub fn presence_sweep(&self, now_ms: u64) -> usize {
+        let mut expired = 0;
+        for shard in &*self.shards {
+            let channels: Vec<_> = shard.read().values().map(Arc::clone).collect();
+            for ch in channels {
+                let mut ch = ch.lock();
+                let Some(p) = ch.presence.as_mut() else { continue };
+                if p.next_expiry().is_none_or(|at| at > now_ms) {
+                    continue;
+                }
+                let events = p.expire(now_ms);
+                expired += events.len();
+                for ev in &events {
+                    self.announce(&ch, ev);
+                }
+            }
+        }
+        expired
+    }
+
+    /// Who is present on `channel` (ordered by connection); `None` if it tracks no
+    /// presence (or has no subscribers).
+    pub fn presence(&self, channel: &ChannelName, now_ms: u64) -> Option<Vec<PresenceInfo>> {
+        let shard = self.shard(channel).read();
+        let ch = shard.get(channel)?.lock();
+        ch.presence.as_ref().map(|p| p.entries(now_ms))
+    }
+
+    /// Connections and unique users present on `channel`; `None` as for
+    /// [`presence`](Self::presence).
+    pub fn presence_counts(&self, channel: &ChannelName, now_ms: u64) -> Option<PresenceCounts> {
+        let shard = self.shard(channel).read();
+        let ch = shard.get(channel)?.lock();
+        ch.presence.as_ref().map(|p| p.counts(now_ms))
     }
 
     /// Number of subscribers of `channel`.

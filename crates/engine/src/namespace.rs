@@ -58,6 +58,10 @@ pub struct NamespaceOptions {
     /// Most publications one recovery may return (0: up to `history_size`); a client that
     /// missed more is told `recovered: false`.
     pub recovery_limit: usize,
+    /// Keep track of who is subscribed (presence).
+    pub track_presence: bool,
+    /// Push join and leave events to subscribers (needs `track_presence`).
+    pub join_leave: bool,
     /// Most subscribers one channel may have; 0 means unlimited.
     pub max_subscribers: usize,
     /// Largest publication `data`, in bytes, accepted from clients and the HTTP API.
@@ -75,6 +79,8 @@ impl Default for NamespaceOptions {
             history_size: 0,
             history_ttl_ms: 0,
             recovery_limit: 1000,
+            track_presence: false,
+            join_leave: false,
             max_subscribers: 0,
             max_message_bytes: 65_536,
         }
@@ -198,7 +204,8 @@ impl Namespaces {
     }
 
     /// May a client connection read `channel`'s history (`subscribed`: is it subscribed)?
-    /// `history_disabled` if the namespace keeps none.
+    /// `history_disabled` if the namespace keeps none (checked first: it says nothing about
+    /// the channel).
     pub fn check_history(
         &self,
         channel: &ChannelName,
@@ -206,10 +213,26 @@ impl Namespaces {
         subscribed: bool,
     ) -> Result<&NamespaceOptions, ProtoError> {
         let opts = self.resolve(channel)?;
-        check_rule(opts.history, access, subscribed, "read the history of")?;
         if opts.history_size == 0 {
             return Err(deny(ErrorCode::HistoryDisabled, "this namespace keeps no history"));
         }
+        check_rule(opts.history, access, subscribed, "read the history of")?;
+        Ok(opts)
+    }
+
+    /// May a client connection read `channel`'s presence (`subscribed`: is it subscribed)?
+    /// `presence_disabled` if the namespace does not track it.
+    pub fn check_presence(
+        &self,
+        channel: &ChannelName,
+        access: &Access<'_>,
+        subscribed: bool,
+    ) -> Result<&NamespaceOptions, ProtoError> {
+        let opts = self.resolve(channel)?;
+        if !opts.track_presence {
+            return Err(deny(ErrorCode::PresenceDisabled, "this namespace does not track presence"));
+        }
+        check_rule(opts.presence, access, subscribed, "read the presence of")?;
         Ok(opts)
     }
 

@@ -115,6 +115,8 @@ codes! {
     UpdateRejected => "update_rejected",
     /// The channel's namespace keeps no history (`history_size = 0`).
     HistoryDisabled => "history_disabled",
+    /// The channel's namespace does not track presence (`track_presence = false`).
+    PresenceDisabled => "presence_disabled",
 }
 
 impl fmt::Display for ErrorCode {

@@ -76,6 +76,16 @@ pub enum Request {
         /// Newest first.
         reverse: bool,
     },
+    /// Who is present on a channel.
+    Presence {
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// How many connections and unique users are present on a channel.
+    PresenceStats {
+        /// The channel.
+        channel: ChannelName,
+    },
     /// Round-trip check; answered with an empty result.
     Ping,
     /// Creates an account and logs the connection in (may replace `connect`).
@@ -313,6 +323,8 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
             })
             .transpose()?,
         },
+        "presence" => Request::Presence { channel: channel(id, raw.channel)? },
+        "presence_stats" => Request::PresenceStats { channel: channel(id, raw.channel)? },
         "history" => Request::History {
             channel: channel(id, raw.channel)?,
             since: field(id, raw.since, "since", "a non-negative integer")?,
@@ -407,6 +419,38 @@ pub fn encode_error(id: Option<u64>, error: &ProtoError) -> String {
     s.push_str(r#"","message":"#);
     push_json_string(&mut s, &error.message);
     s.push_str("}}");
+    s
+}
+
+/// Encodes one present connection: `{"client":"ID","user":…,"info":…}` (`user` and `info`
+/// only when known; `info` is JSON text from the credential).
+pub fn push_client_info(s: &mut String, client: u64, user: Option<&str>, info: Option<&str>) {
+    let _ = write!(s, r#"{{"client":"{client}""#);
+    if let Some(u) = user {
+        s.push_str(r#","user":"#);
+        push_json_string(s, u);
+    }
+    if let Some(i) = info {
+        s.push_str(r#","info":"#);
+        s.push_str(i);
+    }
+    s.push('}');
+}
+
+/// Encodes a presence push: `{"push":"join"|"leave","channel":…,"client":"ID","user":…,"info":…}`.
+pub fn encode_presence_push(
+    kind: &str,
+    channel: &ChannelName,
+    client: u64,
+    user: Option<&str>,
+    info: Option<&str>,
+) -> String {
+    let mut s = String::with_capacity(64 + channel.as_str().len());
+    let _ = write!(s, r#"{{"push":"{kind}","channel":"{}","#, channel.as_str());
+    let mut who = String::new();
+    push_client_info(&mut who, client, user, info);
+    // `who` is an object; splice its fields into the push.
+    s.push_str(&who[1..]);
     s
 }
 
@@ -614,6 +658,16 @@ mod tests {
         assert_eq!(v["tags"]["k"], "v\"");
         let s = encode_publication(&c, None, &Tags::new(), Some(7));
         assert_eq!(s, r#"{"push":"pub","channel":"n:c","offset":7}"#);
+        let s = encode_presence_push("join", &c, 12, Some("a\"b"), Some(r#"{"x":1}"#));
+        assert_eq!(s, r#"{"push":"join","channel":"n:c","client":"12","user":"a\"b","info":{"x":1}}"#);
+        assert_eq!(
+            encode_presence_push("leave", &c, 3, None, None),
+            r#"{"push":"leave","channel":"n:c","client":"3"}"#
+        );
+        assert!(matches!(
+            decode_client_frame(r#"{"id":1,"op":"presence_stats","channel":"a"}"#),
+            Ok(ClientFrame::Request { request: Request::PresenceStats { .. }, .. })
+        ));
         assert_eq!(encode_result(3, "{}"), r#"{"id":3,"result":{}}"#);
         let e = ProtoError::new(ErrorCode::UnknownOp, "bad\u{1}\n");
         let s = encode_error(None, &e);

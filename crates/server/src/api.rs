@@ -447,6 +447,57 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
     Ok(json_response(StatusCode::OK, encode_page(&page)))
 }
 
+/// `{"clients":[{client,user?,info?},…]}` or, with `stats`, `{"connections":N,"users":M}`:
+/// who is present on `channel` (nobody when it has no subscribers).
+pub fn encode_presence(state: &AppState, channel: &ChannelName, stats: bool) -> String {
+    let now = state.now_ms();
+    if stats {
+        let c = state.hub.presence_counts(channel, now).unwrap_or_default();
+        return format!(r#"{{"connections":{},"users":{}}}"#, c.connections, c.users);
+    }
+    let mut s = String::from(r#"{"clients":["#);
+    for (i, p) in state.hub.presence(channel, now).unwrap_or_default().iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        tether_proto::message::push_client_info(&mut s, p.client, p.user.as_deref(), p.info.as_deref());
+    }
+    s.push_str("]}");
+    s
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel<'a> {
+    #[serde(borrow)]
+    channel: &'a RawValue,
+}
+
+/// `POST /api/presence` and `POST /api/presence_stats`.
+async fn presence_of(state: AppState, req: Request, stats: bool) -> Result<Response, ApiError> {
+    let (scope, body) = read_body(&state, req).await?;
+    let raw: RawChannel<'_> = parse(&state, &body)?;
+    let channel = decode_channel(raw.channel).map_err(|e| ApiError(state.count_error(e)))?;
+    if !scope.allows(&channel) {
+        return Err(api_error(&state, ErrorCode::ChannelNotAllowed, "this API key may not use this channel"));
+    }
+    let opts = state.namespaces.resolve(&channel).map_err(|e| ApiError(state.count_error(e)))?;
+    if !opts.track_presence {
+        return Err(api_error(&state, ErrorCode::PresenceDisabled, "this namespace does not track presence"));
+    }
+    Ok(json_response(StatusCode::OK, encode_presence(&state, &channel, stats)))
+}
+
+/// `POST /api/presence`: who is present on a channel.
+pub async fn presence(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    presence_of(state, req, false).await
+}
+
+/// `POST /api/presence_stats`: how many connections and unique users are present.
+pub async fn presence_stats(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    presence_of(state, req, true).await
+}
+
 /// `GET /api/openapi.json`.
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()

@@ -42,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/broadcast", post(api::broadcast))
         .route("/api/batch", post(api::batch))
         .route("/api/history", post(api::history))
+        .route("/api/presence", post(api::presence))
+        .route("/api/presence_stats", post(api::presence_stats))
         .route("/api/openapi.json", get(api::openapi))
         .route("/api/scopes/{name}", get(crate::sync::http::read))
         .route("/api/scopes/{name}/update", post(crate::sync::http::update))
@@ -178,6 +180,9 @@ async fn housekeeping(state: AppState) {
     sync_sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hub_sweep = tokio::time::interval(Duration::from_millis(state.config.history.sweep_interval_ms));
     hub_sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut presence_sweep =
+        tokio::time::interval(Duration::from_millis(state.config.presence.sweep_interval_ms));
+    presence_sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => return,
@@ -186,6 +191,9 @@ async fn housekeeping(state: AppState) {
             _ = sync_sweep.tick() => if let Some(sync) = &state.sync { sync.sweep() },
             _ = hub_sweep.tick() => {
                 state.hub.sweep(state.now_ms(), state.config.history.idle_ttl_ms);
+            }
+            _ = presence_sweep.tick() => {
+                state.hub.presence_sweep(state.now_ms());
             }
         }
     }

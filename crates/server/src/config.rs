@@ -80,6 +80,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Channel history and idempotent publishing (sizes are per namespace).
     pub history: HistoryConfig,
+    /// Presence entries' lifetime (which namespaces track presence is per namespace).
+    pub presence: PresenceConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Conformance-testing switches; never enable in production.
@@ -104,6 +106,7 @@ impl Default for Config {
             event_server: EventServerConfig::default(),
             sync: SyncConfig::default(),
             history: HistoryConfig::default(),
+            presence: PresenceConfig::default(),
             shutdown: ShutdownConfig::default(),
             testing: TestingConfig::default(),
         }
@@ -473,6 +476,10 @@ pub struct NamespaceConfig {
     pub history_ttl_ms: u64,
     /// Most publications one recovery returns (0 = up to `history_size`).
     pub recovery_limit: usize,
+    /// Keep track of who is subscribed (presence).
+    pub track_presence: bool,
+    /// Push join and leave events to subscribers.
+    pub join_leave: bool,
     /// Most subscribers per channel (0 = unlimited).
     pub max_subscribers: usize,
     /// Largest publication `data` in bytes.
@@ -492,6 +499,8 @@ impl Default for NamespaceConfig {
             history_size: d.history_size,
             history_ttl_ms: d.history_ttl_ms,
             recovery_limit: d.recovery_limit,
+            track_presence: d.track_presence,
+            join_leave: d.join_leave,
             max_subscribers: d.max_subscribers,
             max_message_bytes: d.max_message_bytes,
         }
@@ -509,6 +518,8 @@ impl From<&NamespaceConfig> for NamespaceOptions {
             history_size: c.history_size,
             history_ttl_ms: c.history_ttl_ms,
             recovery_limit: c.recovery_limit,
+            track_presence: c.track_presence,
+            join_leave: c.join_leave,
             max_subscribers: c.max_subscribers,
             max_message_bytes: c.max_message_bytes,
         }
@@ -560,6 +571,24 @@ impl Default for HistoryConfig {
             idle_ttl_ms: 86_400_000,
             sweep_interval_ms: 10_000,
         }
+    }
+}
+
+/// Presence, server-wide. See `docs/delivery.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// A presence entry not refreshed for this long is removed (and its leave announced),
+    /// in ms. Connections refresh theirs on every heartbeat (`websocket.ping_interval_ms`),
+    /// so keep it above the ping interval plus the pong timeout.
+    pub ttl_ms: u64,
+    /// How often expired entries are looked for, in ms.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { ttl_ms: 60_000, sweep_interval_ms: 1_000 }
     }
 }
 
@@ -785,6 +814,9 @@ impl Config {
         let h = &self.history;
         if h.idempotency_window_ms == 0 || h.idle_ttl_ms == 0 || h.sweep_interval_ms == 0 {
             return Err(invalid("history: every interval must be above 0".to_owned()));
+        }
+        if self.presence.ttl_ms == 0 || self.presence.sweep_interval_ms == 0 {
+            return Err(invalid("presence: ttl_ms and sweep_interval_ms must be above 0".to_owned()));
         }
         crate::sync::load(&self.sync).map_err(|e| invalid(e.to_string()))?;
         let sy = &self.sync;

@@ -224,6 +224,9 @@ pub async fn handler(
         max_subscribers: opts.max_subscribers,
         history: opts.history_limits(),
         recover: since.as_ref().map(|p| (p, crate::dialects::native::recovery_limit(opts))),
+        // SSE streams are receive-only and have no heartbeat reply to refresh an entry by:
+        // they do not appear in presence.
+        presence: None,
         now_ms: state.now_ms(),
     };
     let done = state

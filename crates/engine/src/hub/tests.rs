@@ -1,5 +1,6 @@
 use super::*;
 use crate::history::{NotRecovered, Position, Recovery};
+use crate::presence::{PresenceEvent, PresenceInfo};
 use std::sync::atomic::AtomicBool;
 
 #[derive(Default)]
@@ -419,4 +420,71 @@ fn a_recovery_racing_publishers_misses_nothing_and_doubles_nothing() {
         let all: Vec<u64> = recovered.into_iter().chain(live).collect();
         assert_eq!(all, (1..=4000).collect::<Vec<_>>());
     }
+}
+
+// Presence.
+
+fn presence_hub() -> Hub<VecSink> {
+    history_hub().with_presence_encoder(
+        0,
+        Box::new(|c: &ChannelName, ev: &PresenceEvent| {
+            let (k, i) = match ev {
+                PresenceEvent::Join(i) => ("join", i),
+                PresenceEvent::Leave(i) => ("leave", i),
+            };
+            Arc::from(format!("{k}:{}:{}", c.as_str(), i.client))
+        }),
+    )
+}
+
+fn joining(conn: u64, user: &str, announce: bool) -> PresenceJoin {
+    PresenceJoin {
+        info: PresenceInfo { client: conn, user: Some(user.into()), info: None },
+        ttl_ms: 100,
+        announce,
+    }
+}
+
+fn subscribe_present(h: &Hub<VecSink>, conn: u64, sink: &Arc<VecSink>, join: &PresenceJoin, now_ms: u64) {
+    let o = SubscribeOptions { presence: Some(join), now_ms, ..SubscribeOptions::default() };
+    h.subscribe_with(&ch("c"), sub(conn, sink, h), None, &o).unwrap();
+}
+
+#[test]
+fn presence_follows_subscriptions_and_announces_to_the_others() {
+    let h = presence_hub();
+    let (a, b) = (Arc::new(VecSink::default()), Arc::new(VecSink::default()));
+    subscribe_present(&h, 1, &a, &joining(1, "ann", true), 0);
+    subscribe_present(&h, 2, &b, &joining(2, "bob", true), 0);
+    assert_eq!(*a.got.lock(), ["join:c:2"], "the joiner is not told about itself");
+    assert!(b.got.lock().is_empty());
+    let counts = h.presence_counts(&ch("c"), 0).unwrap();
+    assert_eq!((counts.connections, counts.users), (2, 2));
+    h.unsubscribe(&ch("c"), 2);
+    assert_eq!(*a.got.lock(), ["join:c:2", "leave:c:2"]);
+    assert_eq!(h.presence(&ch("c"), 0).unwrap().len(), 1);
+    // Heartbeats keep an entry; without them the sweep removes it and says so.
+    let c = Arc::new(VecSink::default());
+    subscribe_present(&h, 3, &c, &joining(3, "cy", true), 0);
+    assert!(h.presence_touch(&ch("c"), &joining(1, "ann", true), 90));
+    assert_eq!(h.presence_sweep(99), 0);
+    assert_eq!(h.presence_sweep(100), 1);
+    assert_eq!(a.got.lock().last().map(String::as_str), Some("leave:c:3"));
+    assert_eq!(h.presence(&ch("c"), 100).unwrap().iter().map(|p| p.client).collect::<Vec<_>>(), [1]);
+    // The next heartbeat of the still-subscribed connection brings it back.
+    assert!(h.presence_touch(&ch("c"), &joining(3, "cy", true), 150));
+    assert_eq!(a.got.lock().last().map(String::as_str), Some("join:c:3"));
+    assert!(!h.presence_touch(&ch("c"), &joining(9, "nobody", true), 150), "not subscribed");
+}
+
+#[test]
+fn presence_without_announcing_sends_nothing() {
+    let h = presence_hub();
+    let (a, b) = (Arc::new(VecSink::default()), Arc::new(VecSink::default()));
+    subscribe_present(&h, 1, &a, &joining(1, "ann", false), 0);
+    subscribe_present(&h, 2, &b, &joining(2, "ann", false), 0);
+    h.unsubscribe(&ch("c"), 2);
+    assert!(a.got.lock().is_empty());
+    let counts = h.presence_counts(&ch("c"), 0).unwrap();
+    assert_eq!((counts.connections, counts.users), (1, 1));
 }

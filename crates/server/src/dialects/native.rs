@@ -20,7 +20,8 @@ use std::fmt::Write as _;
 use tether_engine::hub::ConnId;
 
 use tether_engine::history::{NotRecovered, Position, Recovery};
-use tether_engine::hub::{HistoryQuery, SubscribeOptions, Subscribed};
+use tether_engine::hub::{HistoryQuery, PresenceJoin, SubscribeOptions, Subscribed};
+use tether_engine::presence::{PresenceEvent, PresenceInfo};
 use tether_engine::{Publication, Subscriber};
 use tether_proto::message::{self, Account, ClientFrame, Connect, Request, StreamPosition, push_json_string};
 use tether_proto::{ChannelName, ErrorCode, Filter, Identity, ProtoError, Tags};
@@ -48,6 +49,21 @@ pub fn encode_push(p: &Publication) -> Frame {
 /// whole history when that is 0.
 pub fn recovery_limit(opts: &tether_engine::NamespaceOptions) -> usize {
     if opts.recovery_limit == 0 { opts.history_size } else { opts.recovery_limit }
+}
+
+/// Encodes a presence event as a native `join` or `leave` push.
+pub fn encode_presence(channel: &ChannelName, ev: &PresenceEvent) -> Frame {
+    let (kind, who) = match ev {
+        PresenceEvent::Join(i) => ("join", i),
+        PresenceEvent::Leave(i) => ("leave", i),
+    };
+    Frame::now(message::encode_presence_push(
+        kind,
+        channel,
+        who.client,
+        who.user.as_deref(),
+        who.info.as_deref(),
+    ))
 }
 
 /// A subscribe's result: `{}` without history; `{"offset":N,"epoch":"…"}` with it; and
@@ -327,10 +343,12 @@ impl Session {
         }
         let opts = self.state.namespaces.check_subscribe(&channel, &principal.access())?;
         let since = recover.map(|p| Position { offset: p.offset, epoch: p.epoch.into() });
+        let join = self.presence_join(opts);
         let o = SubscribeOptions {
             max_subscribers: opts.max_subscribers,
             history: opts.history_limits(),
             recover: since.as_ref().map(|p| (p, recovery_limit(opts))),
+            presence: join.as_ref(),
             now_ms: self.state.now_ms(),
         };
         let done = self.state.hub.subscribe_with(
@@ -374,6 +392,41 @@ impl Session {
         let mut s = String::new();
         crate::api::push_result(&mut s, &done);
         Ok(s)
+    }
+
+    /// This connection's presence entry on channels of a namespace with `opts`, if it
+    /// tracks presence.
+    fn presence_join(&self, opts: &tether_engine::NamespaceOptions) -> Option<PresenceJoin> {
+        let principal = self.principal.as_ref()?;
+        opts.track_presence.then(|| PresenceJoin {
+            info: PresenceInfo {
+                client: self.id,
+                user: principal.identity.user.as_deref().map(Arc::from),
+                info: principal.info.clone(),
+            },
+            ttl_ms: self.state.config.presence.ttl_ms,
+            announce: opts.join_leave,
+        })
+    }
+
+    /// A heartbeat: the connection is alive, so its presence entries are too.
+    fn touch_presence(&self) {
+        let now = self.state.now_ms();
+        for (channel, _) in &self.subscriptions {
+            let Ok(opts) = self.state.namespaces.resolve(channel) else { continue };
+            if let Some(join) = self.presence_join(opts) {
+                self.state.hub.presence_touch(channel, &join, now);
+            }
+        }
+    }
+
+    /// Who is present on a channel (`stats`: only how many), as the namespace's `presence`
+    /// rule allows this connection to see.
+    fn presence(&self, channel: &ChannelName, stats: bool) -> Result<String, ProtoError> {
+        let principal = self.principal()?;
+        let subscribed = self.subscriptions.iter().any(|(c, _)| c == channel);
+        self.state.namespaces.check_presence(channel, &principal.access(), subscribed)?;
+        Ok(crate::api::encode_presence(&self.state, channel, stats))
     }
 
     /// A page of a channel's history, as this connection may see it.
@@ -494,6 +547,8 @@ impl Session {
             Request::History { channel, since, limit, reverse } => {
                 self.history(&channel, since, limit, reverse).map(Some)
             }
+            Request::Presence { channel } => self.presence(&channel, false).map(Some),
+            Request::PresenceStats { channel } => self.presence(&channel, true).map(Some),
             Request::Ping => self.principal().map(|_| ok()),
             Request::Refresh { token: Some(t) } => {
                 let current = self.principal()?;
@@ -527,7 +582,7 @@ impl Session {
     /// Handles one frame (not queued).
     fn process(&mut self, text: &str, out: &mut Vec<Message>) {
         match message::decode_client_frame(text) {
-            Ok(ClientFrame::Pong) => {}
+            Ok(ClientFrame::Pong) => self.touch_presence(),
             Ok(ClientFrame::Request { id, request }) => match self.handle_sync(id, request, out) {
                 Ok(Some(result)) => out.push(reply(id, &result)),
                 Ok(None) => {}
@@ -654,6 +709,8 @@ async fn run_account_op(
         | Request::Unsubscribe { .. }
         | Request::Publish { .. }
         | Request::History { .. }
+        | Request::Presence { .. }
+        | Request::PresenceStats { .. }
         | Request::Ping => Err(ProtoError::new(ErrorCode::Internal, "internal error")),
     }
 }
