@@ -36,6 +36,18 @@
 //! Join and leave events go to the channel's other subscribers in formats that have a
 //! presence encoder, when the namespace announces them.
 //!
+//! # Position checks
+//!
+//! Publications numbered elsewhere (a broker that assigns offsets for every node) arrive
+//! through [`Hub::deliver_numbered`], which remembers the last position it delivered per
+//! channel. A publication that does not continue it (one was lost on the way) is not
+//! delivered; instead every subscriber of the channel is told to resubscribe, which makes
+//! its client recover from its last offset (all or nothing) rather than carry on past a
+//! silent gap. [`Hub::check_position`] does the same when a periodic comparison with the
+//! authoritative position (once per channel per node, not per connection) shows that the
+//! last publications never arrived at all. With the in-memory default, numbering, history
+//! and fan-out are one critical section, so the delivered position cannot fall behind.
+//!
 //! A channel stays in the hub while it has subscribers, history or remembered idempotency
 //! keys; [`Hub::sweep`] removes channels that have none of those left.
 //!
@@ -280,6 +292,8 @@ struct Channel<S> {
     presence: Option<ChannelPresence>,
     /// Presence events go to subscribers.
     announce: bool,
+    /// The last position delivered through [`Hub::deliver_numbered`].
+    delivered: Option<Position>,
 }
 
 impl<S> Channel<S> {
@@ -294,6 +308,7 @@ impl<S> Channel<S> {
             idle_since_ms: None,
             presence: None,
             announce: false,
+            delivered: None,
         }
     }
 
@@ -331,6 +346,21 @@ impl KeyCache {
 
 type Shard<S> = RwLock<HashMap<ChannelName, Arc<Mutex<Channel<S>>>>>;
 
+/// Makes the "resubscribe and recover" notice for a channel, in one wire format.
+pub type ResyncEncoder<F> = Box<dyn Fn(&ChannelName) -> F + Send + Sync>;
+
+/// What [`Hub::deliver_numbered`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Fanned out; it continues the channel's stream.
+    Delivered(PublishStats),
+    /// Already delivered (an offset at or below the last one): dropped.
+    Duplicate,
+    /// It does not continue the stream (a publication was lost, or the epoch changed): not
+    /// delivered; this many subscribers were told to resubscribe.
+    Resync(usize),
+}
+
 /// Turns a presence event on a channel into a frame of one wire format.
 pub type PresenceEncoder<F> = Box<dyn Fn(&ChannelName, &PresenceEvent) -> F + Send + Sync>;
 
@@ -355,6 +385,8 @@ pub struct Hub<S: Sink> {
     epochs: EpochSource,
     /// Per format, how presence events are encoded; `None`: the format gets none.
     presence_encoders: Vec<Option<PresenceEncoder<S::Frame>>>,
+    /// Per format, the resubscribe notice; subscribers in a format without one are not told.
+    resync_encoders: Vec<Option<ResyncEncoder<S::Frame>>>,
 }
 
 impl<S: Sink> std::fmt::Debug for Hub<S> {
@@ -382,7 +414,18 @@ impl<S: Sink> Hub<S> {
             channels: AtomicUsize::new(0),
             epochs: Box::new(random_epoch),
             presence_encoders: Vec::new(),
+            resync_encoders: Vec::new(),
         }
+    }
+
+    /// Subscribers in format `index` are told to resubscribe (and recover) so.
+    #[must_use]
+    pub fn with_resync_encoder(mut self, index: usize, encoder: ResyncEncoder<S::Frame>) -> Self {
+        if self.resync_encoders.len() <= index {
+            self.resync_encoders.resize_with(index + 1, || None);
+        }
+        self.resync_encoders[index] = Some(encoder);
+        self
     }
 
     /// Subscribers in format `index` receive presence events, encoded so.
@@ -602,6 +645,79 @@ impl<S: Sink> Hub<S> {
             ch.keys.by_key.insert(key, done.position.clone());
         }
         done
+    }
+
+    /// Delivers a publication whose offset and epoch were assigned elsewhere (see the
+    /// module docs on position checks).
+    pub fn deliver_numbered(&self, p: &Publication) -> Delivered {
+        let (Some(offset), Some(epoch)) = (p.offset, p.epoch.as_ref()) else {
+            return Delivered::Delivered(self.publish(p));
+        };
+        let Some(ch) = self.shard(&p.channel).read().get(&p.channel).map(Arc::clone) else {
+            return Delivered::Delivered(PublishStats::default());
+        };
+        let mut ch = ch.lock();
+        let continues = match &ch.delivered {
+            // The first one this node sees: subscribers were told their position at
+            // subscribe time, from the authority; the periodic check catches a gap there.
+            None => true,
+            Some(last) if *last.epoch != **epoch => false,
+            Some(last) if offset <= last.offset => return Delivered::Duplicate,
+            Some(last) => offset == last.offset + 1,
+        };
+        ch.delivered = Some(Position { offset, epoch: Arc::clone(epoch) });
+        if continues {
+            Delivered::Delivered(self.fan_out(&ch, p))
+        } else {
+            Delivered::Resync(self.resync(&ch))
+        }
+    }
+
+    /// Compares what this node delivered on `channel` with `authority`, the position the
+    /// channel's numbering source reports. If the authority is ahead or in another epoch,
+    /// publications never arrived: every subscriber is told to resubscribe, and the number
+    /// told is returned. Call periodically, once per channel.
+    pub fn check_position(&self, channel: &ChannelName, authority: &Position) -> usize {
+        let Some(ch) = self.shard(channel).read().get(channel).map(Arc::clone) else { return 0 };
+        let mut ch = ch.lock();
+        let behind = match &ch.delivered {
+            None => false,
+            Some(last) => *last.epoch != *authority.epoch || last.offset < authority.offset,
+        };
+        if !behind {
+            return 0;
+        }
+        ch.delivered = Some(authority.clone());
+        self.resync(&ch)
+    }
+
+    /// Channels this node delivers numbered publications for (to check their positions).
+    pub fn numbered_channels(&self) -> Vec<ChannelName> {
+        let mut out = Vec::new();
+        for shard in &*self.shards {
+            for (name, ch) in shard.read().iter() {
+                if ch.lock().delivered.is_some() {
+                    out.push(name.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Tells every subscriber of the channel to resubscribe; returns how many were told.
+    fn resync(&self, ch: &Channel<S>) -> usize {
+        let mut frames: [Option<S::Frame>; MAX_FORMATS] = Default::default();
+        let mut told = 0;
+        for g in &ch.groups {
+            for m in g.members.values() {
+                let Some(Some(enc)) = self.resync_encoders.get(m.format.index()) else { continue };
+                let frame = frames[m.format.index()].get_or_insert_with(|| enc(&ch.name));
+                if m.sink.push(frame) {
+                    told += 1;
+                }
+            }
+        }
+        told
     }
 
     /// The channel's entry, created if absent.

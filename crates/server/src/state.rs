@@ -95,7 +95,8 @@ impl Shared {
             Box::new(crate::sse::encode_event),
             Box::new(crate::dialects::event_server::encode_event),
         ])
-        .with_presence_encoder(0, Box::new(crate::dialects::native::encode_presence));
+        .with_presence_encoder(0, Box::new(crate::dialects::native::encode_presence))
+        .with_resync_encoder(0, Box::new(crate::dialects::native::encode_resubscribe));
         let formats = Formats { native: hub.format(0), sse: hub.format(1), event_server: hub.format(2) };
         let keys = ApiKeys::new(api_keys, &config.scoped_api_keys);
         let auth = Auth::new(&config.auth, Arc::clone(&store), clock.clone(), keys)?;

@@ -488,3 +488,49 @@ fn presence_without_announcing_sends_nothing() {
     let counts = h.presence_counts(&ch("c"), 0).unwrap();
     assert_eq!((counts.connections, counts.users), (1, 1));
 }
+
+// Position checks.
+
+fn numbered(data: &str, offset: u64, epoch: &str) -> Publication {
+    let mut p = publication("c", data, &[]);
+    p.offset = Some(offset);
+    p.epoch = Some(epoch.into());
+    p
+}
+
+fn resync_hub() -> Hub<VecSink> {
+    history_hub()
+        .with_resync_encoder(0, Box::new(|c: &ChannelName| Arc::from(format!("resync:{}", c.as_str()))))
+}
+
+#[test]
+fn a_numbered_stream_with_a_hole_makes_subscribers_resubscribe() {
+    let h = resync_hub();
+    let s = Arc::new(VecSink::default());
+    h.subscribe(&ch("c"), sub(1, &s, &h), None, 0).unwrap();
+    assert!(matches!(h.deliver_numbered(&numbered("a", 7, "e")), Delivered::Delivered(_)));
+    assert!(matches!(h.deliver_numbered(&numbered("b", 8, "e")), Delivered::Delivered(_)));
+    assert_eq!(h.deliver_numbered(&numbered("b", 8, "e")), Delivered::Duplicate);
+    // 9 was lost on the way.
+    assert_eq!(h.deliver_numbered(&numbered("d", 10, "e")), Delivered::Resync(1));
+    assert!(matches!(h.deliver_numbered(&numbered("e", 11, "e")), Delivered::Delivered(_)));
+    // Another epoch: the stream restarted elsewhere.
+    assert_eq!(h.deliver_numbered(&numbered("f", 1, "e2")), Delivered::Resync(1));
+    assert_eq!(*s.got.lock(), ["a@7", "b@8", "resync:c", "e@11", "resync:c"]);
+    assert_eq!(h.numbered_channels(), [ch("c")]);
+}
+
+#[test]
+fn the_periodic_check_catches_publications_that_never_arrived() {
+    let h = resync_hub();
+    let s = Arc::new(VecSink::default());
+    h.subscribe(&ch("c"), sub(1, &s, &h), None, 0).unwrap();
+    h.deliver_numbered(&numbered("a", 1, "e"));
+    let at = |offset, epoch: &str| Position { offset, epoch: epoch.into() };
+    assert_eq!(h.check_position(&ch("c"), &at(1, "e")), 0, "in step");
+    assert_eq!(h.check_position(&ch("c"), &at(3, "e")), 1, "2 and 3 never came");
+    assert_eq!(h.check_position(&ch("c"), &at(3, "e")), 0, "told once");
+    assert_eq!(h.check_position(&ch("c"), &at(3, "other")), 1);
+    assert_eq!(h.check_position(&ch("nope"), &at(3, "e")), 0);
+    assert_eq!(*s.got.lock(), ["a@1", "resync:c", "resync:c"]);
+}

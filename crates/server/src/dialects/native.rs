@@ -51,6 +51,15 @@ pub fn recovery_limit(opts: &tether_engine::NamespaceOptions) -> usize {
     if opts.recovery_limit == 0 { opts.history_size } else { opts.recovery_limit }
 }
 
+/// The push telling a subscriber that publications on `channel` may have been lost on the
+/// way to this node: unsubscribe and subscribe again with `recover` from the last offset.
+pub fn encode_resubscribe(channel: &ChannelName) -> Frame {
+    Frame::now(format!(
+        r#"{{"push":"resubscribe","channel":"{}","reason":"insufficient_state"}}"#,
+        channel.as_str()
+    ))
+}
+
 /// Encodes a presence event as a native `join` or `leave` push.
 pub fn encode_presence(channel: &ChannelName, ev: &PresenceEvent) -> Frame {
     let (kind, who) = match ev {
