@@ -329,3 +329,39 @@ pub async fn handler(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn event_ids_round_trip_and_bad_ones_are_refused() {
+        let mut s = String::new();
+        push_id(&mut s, "0123456789abcdef", 42);
+        assert_eq!(s, "id: 0123456789abcdef:42\n");
+        let p = parse_event_id("0123456789abcdef:42").unwrap();
+        assert_eq!((p.offset, &*p.epoch), (42, "0123456789abcdef"));
+        // The epoch may itself contain ':' (a client's choice); the offset is after the last.
+        assert_eq!(parse_event_id("a:b:7").map(|p| p.offset), Some(7));
+        for bad in ["", "42", ":42", "e:", "e:-1", "e:x", "e:18446744073709551616", &format!("{}:1", "e".repeat(65))] {
+            assert!(parse_event_id(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_position_survives_the_round_trip(epoch in "[0-9a-zA-Z_:-]{1,64}", offset: u64) {
+            let mut s = String::new();
+            push_id(&mut s, &epoch, offset);
+            let id = s.strip_prefix("id: ").and_then(|r| r.strip_suffix('\n')).unwrap();
+            let p = parse_event_id(id).unwrap();
+            prop_assert_eq!((p.offset, &*p.epoch), (offset, epoch.as_str()));
+        }
+
+        #[test]
+        fn no_header_value_panics(id in ".{0,200}") {
+            let _ = parse_event_id(&id);
+        }
+    }
+}
