@@ -538,6 +538,7 @@ impl<S: Sink> Hub<S> {
             }
         }
         ch.count += 1;
+        ch.idle_since_ms = None;
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         if let Some(join) = o.presence {
             ch.announce = join.announce;
@@ -584,6 +585,8 @@ impl<S: Sink> Hub<S> {
             ch.groups.swap_remove(gi);
         }
         ch.count -= 1;
+        // Idle from the next sweep on (the hub reads no clock).
+        ch.idle_since_ms = None;
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         if ch.count == 0 && ch.is_bare() {
             shard.remove(channel);
@@ -761,23 +764,24 @@ impl<S: Sink> Hub<S> {
     }
 
     /// A page of `channel`'s history (see [`ChannelHistory::page`]) as a reader with
-    /// `identity` may see it (`None`: everything, for the server API). A channel without
-    /// history yet starts one, so the reader learns the epoch its offsets will be in.
+    /// `identity` may see it (`None`: everything, for the server API). A channel that has
+    /// no history yet gives an empty page at offset 0 with an empty epoch: reading does not
+    /// create channels (a reader could otherwise fill memory with names).
     pub fn history(
         &self,
         channel: &ChannelName,
-        limits: HistoryLimits,
         q: HistoryQuery,
         identity: Option<&Identity>,
         now_ms: u64,
     ) -> Page<Arc<Publication>> {
         let HistoryQuery { since, limit, backward } = q;
-        let ch = self.channel_entry(channel);
+        let Some(ch) = self.shard(channel).read().get(channel).map(Arc::clone) else {
+            return Page { entries: Vec::new(), position: Position { offset: 0, epoch: "".into() } };
+        };
         let mut ch = ch.lock();
-        if ch.history.is_none() {
-            ch.last_publish_ms = now_ms;
-        }
-        let history = ch.history.get_or_insert_with(|| ChannelHistory::new((self.epochs)(), limits));
+        let Some(history) = ch.history.as_mut() else {
+            return Page { entries: Vec::new(), position: Position { offset: 0, epoch: "".into() } };
+        };
         let Some(identity) = identity else {
             return history.page(since, limit, backward, now_ms);
         };
@@ -810,26 +814,28 @@ impl<S: Sink> Hub<S> {
     }
 
     /// Forgets what channels without subscribers no longer need: expired idempotency keys,
-    /// and the history of channels neither published to nor subscribed for
-    /// `history_ttl_ms` (as seen by the sweeps: a channel's idle time starts at the first
-    /// sweep that finds it without subscribers). Their epoch ends: a later subscriber
-    /// starts a new one, and a client coming back with a position of the old one is told
-    /// it cannot recover. Returns the channels removed. Run periodically.
-    pub fn sweep(&self, now_ms: u64, history_ttl_ms: u64) -> usize {
+    /// and the history of channels neither published to nor subscribed for `idle_ttl_ms`
+    /// (as seen by the sweeps: a channel's idle time starts at the first sweep after its
+    /// last subscriber left). Their epoch ends: a later subscriber starts a new one, and a
+    /// client coming back with a position of the old one is told it cannot recover.
+    /// Returns the channels whose history was dropped (a store keeping history drops them
+    /// too). Run periodically.
+    pub fn sweep(&self, now_ms: u64, idle_ttl_ms: u64) -> Vec<ChannelName> {
         let mut removed = 0;
+        let mut dropped = Vec::new();
         for shard in &*self.shards {
             let mut shard = shard.write();
-            shard.retain(|_, ch| {
+            shard.retain(|name, ch| {
                 let mut ch = ch.lock();
                 ch.keys.expire(now_ms);
                 if ch.count > 0 {
-                    ch.idle_since_ms = None;
                     return true;
                 }
                 let idle_since = *ch.idle_since_ms.get_or_insert(now_ms);
                 let quiet_since = idle_since.max(ch.last_publish_ms);
-                if ch.history.is_some() && now_ms.saturating_sub(quiet_since) >= history_ttl_ms {
+                if ch.history.is_some() && now_ms.saturating_sub(quiet_since) >= idle_ttl_ms {
                     ch.history = None;
+                    dropped.push(name.clone());
                 }
                 let keep = !ch.is_bare();
                 if !keep {
@@ -839,7 +845,7 @@ impl<S: Sink> Hub<S> {
             });
         }
         self.channels.fetch_sub(removed, Ordering::Relaxed);
-        removed
+        dropped
     }
 
     /// A subscriber's heartbeat: refreshes its presence entry, or joins again (announced)

@@ -216,7 +216,12 @@ impl Namespaces {
         if opts.history_size == 0 {
             return Err(deny(ErrorCode::HistoryDisabled, "this namespace keeps no history"));
         }
-        check_rule(opts.history, access, subscribed, "read the history of")?;
+        check_rule(opts.history, access, subscribed, "read the history")?;
+        if !subscribed {
+            // Reading must not reach what subscribing would not (personal channels,
+            // grants, the subscribe rule).
+            self.check_subscribe(channel, access)?;
+        }
         Ok(opts)
     }
 
@@ -232,7 +237,10 @@ impl Namespaces {
         if !opts.track_presence {
             return Err(deny(ErrorCode::PresenceDisabled, "this namespace does not track presence"));
         }
-        check_rule(opts.presence, access, subscribed, "read the presence of")?;
+        check_rule(opts.presence, access, subscribed, "read the presence")?;
+        if !subscribed {
+            self.check_subscribe(channel, access)?;
+        }
         Ok(opts)
     }
 
@@ -279,7 +287,7 @@ pub fn check_rule(
             Err(ProtoError::new(code, "only subscribers of the channel may publish to it"))
         }
         ClientRule::Subscribers => {
-            Err(ProtoError::new(code, format!("only subscribers of the channel may {what} it")))
+            Err(ProtoError::new(code, format!("only subscribers of the channel may {what}")))
         }
     }
 }
@@ -339,6 +347,34 @@ mod tests {
         // Regression: user `alice/inbox` must not own (and so share) a sub-channel of alice.
         let slashed = Access { user: Some("alice/inbox"), grants: &[] };
         assert_eq!(code("me:alice/inbox", &slashed), Some(ErrorCode::PersonalChannel));
+    }
+
+    #[test]
+    fn reading_history_and_presence_never_reaches_further_than_subscribing() {
+        let mut ns = Namespaces::default();
+        let open = NamespaceOptions {
+            history: ClientRule::Anyone,
+            presence: ClientRule::Anyone,
+            history_size: 10,
+            track_presence: true,
+            ..Default::default()
+        };
+        ns.named.insert("me".into(), NamespaceOptions { personal: true, ..open });
+        ns.named.insert("vip".into(), NamespaceOptions { subscribe: SubscribeRule::Granted, ..open });
+        ns.named.insert("subs".into(), NamespaceOptions { history: ClientRule::Subscribers, ..open });
+        ns.named.insert("off".into(), NamespaceOptions::default());
+        let h = |c: &str, a: &Access<'_>, s| ns.check_history(&ch(c), a, s).err().map(|e| e.code);
+        let p = |c: &str, a: &Access<'_>, s| ns.check_presence(&ch(c), a, s).err().map(|e| e.code);
+        assert_eq!(h("me:alice", &ALICE, false), None);
+        assert_eq!(h("me:bob", &ALICE, false), Some(ErrorCode::PersonalChannel));
+        assert_eq!(p("me:bob", &ALICE, false), Some(ErrorCode::PersonalChannel));
+        assert_eq!(h("vip:x", &ALICE, false), Some(ErrorCode::GrantRequired));
+        assert_eq!(h("subs:x", &ALICE, false), Some(ErrorCode::PermissionDenied));
+        assert_eq!(h("subs:x", &ALICE, true), None);
+        assert_eq!(h("off:x", &ALICE, true), Some(ErrorCode::HistoryDisabled));
+        assert_eq!(p("off:x", &ALICE, true), Some(ErrorCode::PresenceDisabled));
+        let e = ns.check_history(&ch("subs:x"), &ALICE, false).unwrap_err();
+        assert_eq!(e.message, "only subscribers of the channel may read the history");
     }
 
     #[test]

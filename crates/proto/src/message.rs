@@ -311,11 +311,14 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
                 "an object {offset: non-negative integer, epoch: string}",
             )?
             .map(|p| {
-                if p.epoch.is_empty() || p.epoch.len() > MAX_EPOCH_BYTES {
+                if p.epoch.is_empty() || p.epoch.len() > MAX_EPOCH_BYTES || p.epoch.contains(char::is_control)
+                {
                     Err(err(
                         id,
                         ErrorCode::InvalidMessage,
-                        format!("recover.epoch must be 1 to {MAX_EPOCH_BYTES} bytes"),
+                        format!(
+                            "recover.epoch must be 1 to {MAX_EPOCH_BYTES} bytes without control characters"
+                        ),
                     ))
                 } else {
                     Ok(p)

@@ -388,7 +388,7 @@ struct RawHistory<'a> {
     #[serde(default)]
     limit: Option<u64>,
     #[serde(default)]
-    reverse: bool,
+    reverse: Option<bool>,
 }
 
 /// Most publications one history page returns.
@@ -434,13 +434,16 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
         return Err(api_error(&state, ErrorCode::ChannelNotAllowed, "this API key may not use this channel"));
     }
     state.namespaces.resolve(&channel).map_err(|e| ApiError(state.count_error(e)))?;
-    let Some(limits) = state.history_limits(&channel) else {
+    if state.history_limits(&channel).is_none() {
         return Err(api_error(&state, ErrorCode::HistoryDisabled, "this namespace keeps no history"));
-    };
+    }
     let page = state.hub.history(
         &channel,
-        limits,
-        HistoryQuery { since: raw.since, limit: page_limit(raw.limit), backward: raw.reverse },
+        HistoryQuery {
+            since: raw.since,
+            limit: page_limit(raw.limit),
+            backward: raw.reverse.unwrap_or(false),
+        },
         None,
         state.now_ms(),
     );

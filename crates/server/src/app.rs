@@ -190,7 +190,14 @@ async fn housekeeping(state: AppState) {
             _ = purge.tick() => state.auth.housekeeping().await,
             _ = sync_sweep.tick() => if let Some(sync) = &state.sync { sync.sweep() },
             _ = hub_sweep.tick() => {
-                state.hub.sweep(state.now_ms(), state.config.history.idle_ttl_ms);
+                let dropped = state.hub.sweep(state.now_ms(), state.config.history.idle_ttl_ms);
+                if state.config.history.persist {
+                    for channel in dropped {
+                        if let Err(e) = state.store.delete_history(channel.as_str()).await {
+                            tracing::warn!(error = %e, %channel, "cannot delete a swept channel's history");
+                        }
+                    }
+                }
             }
             _ = presence_sweep.tick() => {
                 state.hub.presence_sweep(state.now_ms());

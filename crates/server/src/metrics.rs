@@ -178,7 +178,11 @@ impl Metrics {
         }
         let gauges: [(&str, &str, usize); 2] = [
             ("tether_subscriptions", "Active subscriptions.", subscriptions),
-            ("tether_channels", "Channels with at least one subscriber.", channels),
+            (
+                "tether_channels",
+                "Channels the hub holds: with subscribers, history or idempotency keys.",
+                channels,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

@@ -344,7 +344,9 @@ mod tests {
         assert_eq!((p.offset, &*p.epoch), (42, "0123456789abcdef"));
         // The epoch may itself contain ':' (a client's choice); the offset is after the last.
         assert_eq!(parse_event_id("a:b:7").map(|p| p.offset), Some(7));
-        for bad in ["", "42", ":42", "e:", "e:-1", "e:x", "e:18446744073709551616", &format!("{}:1", "e".repeat(65))] {
+        for bad in
+            ["", "42", ":42", "e:", "e:-1", "e:x", "e:18446744073709551616", &format!("{}:1", "e".repeat(65))]
+        {
             assert!(parse_event_id(bad).is_none(), "{bad:?}");
         }
     }

@@ -318,13 +318,21 @@ fn token_file() -> PathBuf {
     path
 }
 
-/// The main server: small body and batch limits, a one-subscriber namespace, a token file.
+/// `history_size` of the `hist` namespace of the main server.
+const HISTORY_SIZE: usize = 10;
+
+/// The main server: small body and batch limits, a one-subscriber namespace, a namespace with
+/// history, a token file.
 fn main_config(tokens: PathBuf) -> Config {
     let mut c = config();
     c.http.max_body_bytes = MAX_BODY;
     c.http.max_batch_items = MAX_ITEMS;
     c.namespaces
         .insert("tiny".to_owned(), NamespaceConfig { max_subscribers: 1, ..NamespaceConfig::default() });
+    c.namespaces.insert(
+        "hist".to_owned(),
+        NamespaceConfig { history_size: HISTORY_SIZE, ..NamespaceConfig::default() },
+    );
     c.event_server.tokens_file = Some(tokens);
     c.scoped_api_keys = vec![
         toml::from_str(&format!("key = \"{SCOPED_KEY}\"\nchannels = [\"chat:*\"]")).expect("scoped key"),
@@ -494,6 +502,190 @@ async fn api_routes(spec: &mut Spec, server: &RunningServer) {
     assert_eq!((r.status, r.code().as_str()), (400, "unknown_namespace"));
     assert!(r.json()["message"].as_str().unwrap_or("").starts_with("publications[1]: "), "{r:?}");
     spec.check("/api/batch", "post", &r);
+}
+
+/// The epoch of a publish result `{offset, epoch}`, after checking its offset.
+fn position(r: &Reply, offset: u64) -> String {
+    let v = r.json();
+    assert_eq!(v["offset"].as_u64(), Some(offset), "{v}");
+    v["epoch"].as_str().unwrap_or_else(|| panic!("no epoch in {v}")).to_owned()
+}
+
+/// Publishing with positions and idempotency keys on a namespace with history, and
+/// `POST /api/history`.
+async fn history_routes(spec: &mut Spec, server: &RunningServer) {
+    // Publish: the position; a repeated idempotency key publishes nothing and answers the
+    // first result; another key publishes.
+    let first = r#"{"channel":"hist:a","data":{"n":1},"idempotency_key":"k-1"}"#;
+    let r = post_api(server, "/api/publish", first).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    spec.check("/api/publish", "post", &r);
+    spec.check_request("/api/publish", "post", first, true);
+    let epoch = position(&r, 1);
+    let again = r#"{"channel":"hist:a","data":{"n":"retry"},"idempotency_key":"k-1"}"#;
+    let r = post_api(server, "/api/publish", again).await;
+    assert_eq!(r.json(), json!({"offset": 1, "epoch": epoch}), "a repeat answers the first result");
+    spec.check("/api/publish", "post", &r);
+    let body = r#"{"channel":"hist:a","data":{"n":2},"tags":{"k":"v"},"idempotency_key":null}"#;
+    let r = post_api(server, "/api/publish", body).await;
+    assert_eq!(position(&r, 2), epoch);
+    spec.check("/api/publish", "post", &r);
+    spec.check_request("/api/publish", "post", body, true);
+    // Without history: `{}`, with or without a key.
+    let body = r#"{"channel":"news","data":1,"idempotency_key":"k-1"}"#;
+    let r = post_api(server, "/api/publish", body).await;
+    assert_eq!(r.json(), json!({}));
+    spec.check("/api/publish", "post", &r);
+
+    // Batch: two items with one key on one channel publish once; broadcast: the key counts
+    // per channel, and a repeat publishes nothing anywhere.
+    let body = r#"{"publications":[{"channel":"hist:b","data":1,"idempotency_key":"b-1"},{"channel":"hist:b","data":2,"idempotency_key":"b-1"},{"channel":"hist:b","data":3}]}"#;
+    let r = post_api(server, "/api/batch", body).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    spec.check("/api/batch", "post", &r);
+    spec.check_request("/api/batch", "post", body, true);
+    let results = r.json()["results"].clone();
+    assert_eq!(results[0], results[1], "{results}");
+    assert_eq!((results[0]["offset"].as_u64(), results[2]["offset"].as_u64()), (Some(1), Some(2)));
+    let body = r#"{"channels":["hist:c","hist:d","news"],"data":1,"idempotency_key":"c-1"}"#;
+    let r = post_api(server, "/api/broadcast", body).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    spec.check("/api/broadcast", "post", &r);
+    spec.check_request("/api/broadcast", "post", body, true);
+    let results = r.json()["results"].clone();
+    assert_eq!((results[0]["offset"].as_u64(), results[1]["offset"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(results[2], json!({}));
+    let r = post_api(server, "/api/broadcast", body).await;
+    assert_eq!(r.json()["results"], results, "a repeated broadcast answers the first results");
+    spec.check("/api/broadcast", "post", &r);
+
+    // Malformed keys, on every publish route.
+    let long = format!(r#"{{"channel":"hist:a","data":1,"idempotency_key":"{}"}}"#, "k".repeat(129));
+    for case in [
+        r#"{"channel":"hist:a","data":1,"idempotency_key":""}"#,
+        r#"{"channel":"hist:a","data":1,"idempotency_key":7}"#,
+        r#"{"channel":"hist:a","data":1,"idempotency_key":"a\nb"}"#,
+        long.as_str(),
+    ] {
+        for path in ["/api/publish", "/api/broadcast", "/api/batch"] {
+            let body = wrap(path, case);
+            let r = post_api(server, path, &body).await;
+            assert_eq!((r.status, r.code().as_str()), (400, "invalid_message"), "{path} {body}: {r:?}");
+            spec.check(path, "post", &r);
+            spec.check_request(path, "post", &body, false);
+        }
+    }
+
+    // 200: pages forward and backward.
+    const HISTORY: &str = "/api/history";
+    let pub_at = |offset: u64, data: Value, tags: Option<Value>| {
+        let mut p = json!({"push": "pub", "channel": "hist:a", "data": data, "offset": offset});
+        if let Some(t) = tags {
+            p["tags"] = t;
+        }
+        p
+    };
+    let p1 = pub_at(1, json!({"n": 1}), None);
+    let p2 = pub_at(2, json!({"n": 2}), Some(json!({"k": "v"})));
+    for (body, publications) in [
+        (r#"{"channel":"hist:a"}"#, vec![p1.clone(), p2.clone()]),
+        (r#"{"channel":"hist:a","since":1,"limit":5,"reverse":false}"#, vec![p2.clone()]),
+        (r#"{"channel":"hist:a","since":null,"limit":null,"reverse":true}"#, vec![p2.clone(), p1.clone()]),
+        (r#"{"channel":"hist:a","limit":1,"reverse":true}"#, vec![p2.clone()]),
+        (r#"{"channel":"hist:a","since":2,"reverse":true}"#, vec![p1.clone()]),
+        (r#"{"channel":"hist:a","since":2}"#, vec![]),
+        (r#"{"channel":"hist:a","limit":0}"#, vec![p1.clone(), p2.clone()]),
+    ] {
+        let r = post_api(server, HISTORY, body).await;
+        assert_eq!(r.status, 200, "{body}: {r:?}");
+        assert_eq!(r.json(), json!({"offset": 2, "epoch": epoch, "publications": publications}), "{body}");
+        spec.check(HISTORY, "post", &r);
+        spec.check_request(HISTORY, "post", body, true);
+    }
+    // A channel without history yet: an empty page, no epoch, and nothing created.
+    let r = post_api(server, HISTORY, r#"{"channel":"hist:new"}"#).await;
+    assert_eq!(r.json(), json!({"offset": 0, "epoch": "", "publications": []}));
+    spec.check(HISTORY, "post", &r);
+
+    // 400: (body, code, does the request schema accept it?)
+    let cases: [(&str, &str, bool); 8] = [
+        (r#"{"channel":"news"}"#, "history_disabled", true),
+        (r#"{"channel":"nope:x"}"#, "unknown_namespace", true),
+        (r#"{"channel":"a b"}"#, "invalid_channel", false),
+        (r#"{"channel":1}"#, "invalid_message", false),
+        (r#"{}"#, "invalid_message", false),
+        (r#"{"channel":"hist:a","limit":-1}"#, "invalid_message", false),
+        (r#"{"channel":"hist:a","since":"1"}"#, "invalid_message", false),
+        (r#"{"channel":"hist:a","extra":1}"#, "invalid_message", false),
+    ];
+    for (body, code, schema_accepts) in cases {
+        let r = post_api(server, HISTORY, body).await;
+        assert_eq!((r.status, r.code().as_str()), (400, code), "{body}: {r:?}");
+        spec.check(HISTORY, "post", &r);
+        spec.check_request(HISTORY, "post", body, schema_accepts);
+    }
+    let r = post_api(server, HISTORY, r#"{"channel":"#).await;
+    assert_eq!((r.status, r.code().as_str()), (400, "malformed_json"), "{r:?}");
+    spec.check(HISTORY, "post", &r);
+
+    // 401: no key.
+    let r = send(server, "POST", HISTORY, &[JSON], r#"{"channel":"hist:a"}"#).await;
+    assert_eq!((r.status, r.code().as_str()), (401, "unauthenticated"), "{r:?}");
+    spec.check(HISTORY, "post", &r);
+
+    // 403 outside a scoped key's channels (before the namespace); inside them the namespace
+    // decides.
+    let scoped_auth = format!("Bearer {SCOPED_KEY}");
+    let scoped = [("authorization", scoped_auth.as_str()), JSON];
+    for (body, want) in [
+        (r#"{"channel":"hist:a"}"#, (403, "channel_not_allowed")),
+        (r#"{"channel":"nope:x"}"#, (403, "channel_not_allowed")),
+        (r#"{"channel":"chat:lobby"}"#, (400, "history_disabled")),
+    ] {
+        let r = send(server, "POST", HISTORY, &scoped, body).await;
+        assert_eq!((r.status, r.code().as_str()), want, "{body}: {r:?}");
+        spec.check(HISTORY, "post", &r);
+        spec.check_request(HISTORY, "post", body, true);
+    }
+
+    // 413 and 415.
+    let huge = format!(r#"{{"channel":"hist:a","x":"{}"}}"#, "x".repeat(MAX_BODY));
+    let r = post_api(server, HISTORY, &huge).await;
+    assert_eq!((r.status, r.code().as_str()), (413, "payload_too_large"), "{r:?}");
+    spec.check(HISTORY, "post", &r);
+    let r = send(
+        server,
+        "POST",
+        HISTORY,
+        &[("authorization", &bearer()), ("content-type", "text/plain")],
+        r#"{"channel":"hist:a"}"#,
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (415, "unsupported_media_type"), "{r:?}");
+    spec.check(HISTORY, "post", &r);
+
+    // /sse on a namespace with history: resuming from `Last-Event-ID` replays what was missed,
+    // then the `subscribed` event; a malformed id is a 400 before the stream starts.
+    let resp =
+        open(server, "GET", "/sse?channel=hist:a", &[("last-event-id", &format!("{epoch}:1"))], "").await;
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    assert_eq!(status, 200);
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    read_sse(&mut body, &mut text, |t| t.contains("event: subscribed\n") && t.ends_with("\n\n")).await;
+    let missed = r#"{"push":"pub","channel":"hist:a","data":{"n":2},"tags":{"k":"v"},"offset":2}"#;
+    let subscribed = format!(r#"{{"offset":2,"epoch":"{epoch}","recovered":true}}"#);
+    assert_eq!(
+        text,
+        format!("id: {epoch}:2\ndata: {missed}\n\nid: {epoch}:2\nevent: subscribed\ndata: {subscribed}\n\n")
+    );
+    spec.check("/sse", "get", &Reply { status, headers, body: text });
+    drop(body);
+    for id in ["nope".to_owned(), ":1".to_owned(), format!("{epoch}:-1"), format!("{epoch}:x")] {
+        let r = send(server, "GET", "/sse?channel=hist:a", &[("last-event-id", &id)], "").await;
+        assert_eq!((r.status, r.code().as_str()), (400, "invalid_message"), "{id:?}: {r:?}");
+        spec.check("/sse", "get", &r);
+    }
 }
 
 async fn operations(spec: &mut Spec, server: &RunningServer) {
@@ -1488,6 +1680,7 @@ async fn every_documented_response_is_real_and_matches_its_schema() {
 
     let server = start(main_config(token_file())).await;
     api_routes(&mut spec, &server).await;
+    history_routes(&mut spec, &server).await;
     operations(&mut spec, &server).await;
     websockets(&mut spec, &server).await;
     event_route(&mut spec, &server).await;

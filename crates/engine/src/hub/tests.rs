@@ -305,11 +305,11 @@ fn recovery_applies_the_subscribers_filter_and_identity() {
     assert_eq!(offsets(&r.recovery), [1], "filtered out: 2; targeted at bob: 3");
     // The history API: the server sees everything, a reader only what it may.
     let q = HistoryQuery::default();
-    assert_eq!(h.history(&ch("c"), LIMITS, q, None, 0).entries.len(), 3);
+    assert_eq!(h.history(&ch("c"), q, None, 0).entries.len(), 3);
     let alice = Identity { user: Some("alice".into()), ..Default::default() };
-    let page = h.history(&ch("c"), LIMITS, HistoryQuery { limit: 2, ..q }, Some(&alice), 0);
+    let page = h.history(&ch("c"), HistoryQuery { limit: 2, ..q }, Some(&alice), 0);
     assert_eq!(page.entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [1, 2]);
-    let back = h.history(&ch("c"), LIMITS, HistoryQuery { backward: true, limit: 1, ..q }, Some(&alice), 0);
+    let back = h.history(&ch("c"), HistoryQuery { backward: true, limit: 1, ..q }, Some(&alice), 0);
     assert_eq!(back.entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [2], "3 is skipped, not counted");
 }
 
@@ -360,16 +360,21 @@ fn the_sweep_forgets_idle_channels_and_their_epoch() {
     h.publish_with(&publication("keys", "1", &[]), &o);
     assert_eq!(h.channel_count(), 2);
     // The first sweep starts the idle clock; keys outlive their window only until a sweep.
-    assert_eq!(h.sweep(50, 1000), 0);
-    assert_eq!(h.sweep(100, 1000), 1, "the idempotency key expired");
-    assert_eq!(h.sweep(1049, 1000), 0, "idle for 999 ms");
+    assert!(h.sweep(50, 1000).is_empty());
+    assert!(h.sweep(100, 1000).is_empty());
+    assert_eq!(h.channel_count(), 1, "the idempotency key expired, and its channel with it");
+    assert!(h.sweep(1049, 1000).is_empty(), "idle for 999 ms");
     assert_eq!(h.position(&ch("c")).map(|p| p.offset), Some(1));
     // A subscriber keeps it however long it is quiet.
     h.subscribe(&ch("c"), sub(1, &s, &h), None, 0).unwrap();
-    assert_eq!(h.sweep(10_000, 1000), 0);
+    assert!(h.sweep(10_000, 1000).is_empty());
     h.unsubscribe(&ch("c"), 1);
-    assert_eq!(h.sweep(10_999, 1000), 0, "idle since the sweep at 10,999");
-    assert_eq!(h.sweep(11_999, 1000), 1);
+    assert!(h.sweep(10_999, 1000).is_empty(), "idle since the sweep at 10,999");
+    assert_eq!(h.sweep(11_999, 1000), [ch("c")]);
+    assert_eq!(h.channel_count(), 0);
+    // Reading the history of a channel without one creates nothing.
+    let page = h.history(&ch("c"), HistoryQuery::default(), None, 0);
+    assert_eq!((page.position.offset, &*page.position.epoch, page.entries.len()), (0, "", 0));
     assert_eq!(h.channel_count(), 0);
     // Its next life is a new epoch: an old position cannot be recovered.
     let r = recover_from(&h, 1, &s, &Position { offset: 1, epoch: "e1".into() }, 0);

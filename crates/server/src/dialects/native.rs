@@ -448,13 +448,9 @@ impl Session {
     ) -> Result<String, ProtoError> {
         let principal = self.principal()?;
         let subscribed = self.subscriptions.iter().any(|(c, _)| c == channel);
-        let opts = self.state.namespaces.check_history(channel, &principal.access(), subscribed)?;
-        let limits = opts
-            .history_limits()
-            .ok_or_else(|| ProtoError::new(ErrorCode::HistoryDisabled, "this namespace keeps no history"))?;
+        self.state.namespaces.check_history(channel, &principal.access(), subscribed)?;
         let page = self.state.hub.history(
             channel,
-            limits,
             HistoryQuery { since, limit: crate::api::page_limit(limit), backward: reverse },
             Some(&principal.identity),
             self.state.now_ms(),
