@@ -97,6 +97,13 @@ impl NamespaceOptions {
     }
 }
 
+/// What a client reads about a channel.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    History,
+    Presence,
+}
+
 /// What a connection is allowed by its credentials.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Access<'a> {
@@ -212,17 +219,7 @@ impl Namespaces {
         access: &Access<'_>,
         subscribed: bool,
     ) -> Result<&NamespaceOptions, ProtoError> {
-        let opts = self.resolve(channel)?;
-        if opts.history_size == 0 {
-            return Err(deny(ErrorCode::HistoryDisabled, "this namespace keeps no history"));
-        }
-        check_rule(opts.history, access, subscribed, "read the history")?;
-        if !subscribed {
-            // Reading must not reach what subscribing would not (personal channels,
-            // grants, the subscribe rule).
-            self.check_subscribe(channel, access)?;
-        }
-        Ok(opts)
+        self.check_read(channel, access, subscribed, Read::History)
     }
 
     /// May a client connection read `channel`'s presence (`subscribed`: is it subscribed)?
@@ -233,12 +230,40 @@ impl Namespaces {
         access: &Access<'_>,
         subscribed: bool,
     ) -> Result<&NamespaceOptions, ProtoError> {
+        self.check_read(channel, access, subscribed, Read::Presence)
+    }
+
+    fn check_read(
+        &self,
+        channel: &ChannelName,
+        access: &Access<'_>,
+        subscribed: bool,
+        what: Read,
+    ) -> Result<&NamespaceOptions, ProtoError> {
         let opts = self.resolve(channel)?;
-        if !opts.track_presence {
-            return Err(deny(ErrorCode::PresenceDisabled, "this namespace does not track presence"));
+        let (enabled, rule, code, off, action) = match what {
+            Read::History => (
+                opts.history_size > 0,
+                opts.history,
+                ErrorCode::HistoryDisabled,
+                "this namespace keeps no history",
+                "read the history",
+            ),
+            Read::Presence => (
+                opts.track_presence,
+                opts.presence,
+                ErrorCode::PresenceDisabled,
+                "this namespace does not track presence",
+                "read the presence",
+            ),
+        };
+        if !enabled {
+            return Err(deny(code, off));
         }
-        check_rule(opts.presence, access, subscribed, "read the presence")?;
+        check_rule(rule, access, subscribed, action)?;
         if !subscribed {
+            // Reading must not reach what subscribing would not (personal channels,
+            // grants, the subscribe rule).
             self.check_subscribe(channel, access)?;
         }
         Ok(opts)
