@@ -7,6 +7,7 @@
 //! record. Every run is bounded in time and only targets loopback addresses.
 
 mod auth;
+mod history;
 mod http;
 mod idle;
 mod jetstream;
@@ -179,6 +180,64 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Channel history (issue 5): publish throughput without history, with it (and with
+    /// it persisted), same load, same run; then the time to recover M missed publications.
+    History {
+        #[command(flatten)]
+        h: HistoryArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Options of `history`.
+#[derive(Args, Debug, Clone)]
+struct HistoryArgs {
+    /// Parts to run, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "throughput,recovery")]
+    parts: Vec<history::Part>,
+    /// Throughput: channels.
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    /// Throughput: subscribers on each channel.
+    #[arg(long, default_value_t = 10)]
+    subscribers_per_channel: usize,
+    /// Throughput: publisher connections (flat out, pipelined, round-robin over channels).
+    #[arg(long, default_value_t = 2)]
+    publishers: usize,
+    /// Throughput: publications per channel in flight (published, not yet received by
+    /// every subscriber).
+    #[arg(long, default_value_t = 8)]
+    window: u64,
+    /// Throughput: seconds of publishing per mode and round.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Approximate size of each publication's data in bytes.
+    #[arg(long, default_value_t = 100)]
+    payload_bytes: usize,
+    /// Throughput: how publications reach the server.
+    #[arg(long, value_enum, default_value_t = Via::Ws)]
+    publish_via: Via,
+    /// Throughput: longest wait for stragglers after publishing, seconds.
+    #[arg(long, default_value_t = 10)]
+    drain: u64,
+    /// Throughput: rounds; each runs every mode, in alternating order.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// `history_size` of the history namespace.
+    #[arg(long, default_value_t = 1000)]
+    history_size: usize,
+    /// Throughput: also run the history mode on a second spawned server with
+    /// `[history] persist = true` (needs --spawn-server).
+    #[arg(long)]
+    persist: bool,
+    /// Recovery: how many times to recover.
+    #[arg(long, default_value_t = 200)]
+    recoveries: usize,
+    /// Recovery: publications missed before each recovery (the recovery namespace keeps
+    /// `max(history_size, missed)` and allows recovering `missed`).
+    #[arg(long, default_value_t = 1000)]
+    missed: usize,
 }
 
 /// Options of `jetstream-sync`.
@@ -368,7 +427,8 @@ fn common(cmd: &Command) -> Option<&Common> {
         | Command::Http { common, .. }
         | Command::ConnectStorm { common, .. }
         | Command::Login { common, .. }
-        | Command::JetstreamSync { common, .. } => Some(common),
+        | Command::JetstreamSync { common, .. }
+        | Command::History { common, .. } => Some(common),
         Command::AuthVerify { .. } => None,
     }
 }
@@ -501,6 +561,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::JetstreamSync { js, .. } if c.spawn_server.is_some() => {
             extra_toml = jetstream::server_toml(&js.schema, js.sync_inbound_rate, &js.sync_option)?;
         }
+        Command::History { h, .. } => {
+            anyhow::ensure!(!h.persist || c.spawn_server.is_some(), "--persist needs --spawn-server");
+            extra_toml = history::server_toml(h.history_size, h.missed, false);
+        }
         _ => {}
     }
     let ws_default_path = match &cli.command {
@@ -569,6 +633,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     read_buf: 64 * 1024,
                     prefix: "bench:http".to_owned(),
                     progress,
+                    check_offsets: false,
                 };
                 pubsub::run(&target, p, server_pid).await.map(|r| (r, pubsub_summary))
             }
@@ -624,6 +689,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::JetstreamSync { js, .. } => {
                 let p = jetstream_params(&js, &c, progress);
                 jetstream::run(&target, p, server_pid).await.map(|r| (r, jetstream::summary as Summary))
+            }
+            Command::History { h, .. } => {
+                let p = history::Params {
+                    parts: h.parts.clone(),
+                    channels: h.channels.max(1),
+                    subs_per_channel: h.subscribers_per_channel,
+                    publishers: h.publishers.max(1),
+                    window: h.window.max(1),
+                    duration: Duration::from_secs(h.duration.max(1)),
+                    payload_bytes: h.payload_bytes,
+                    via: h.publish_via,
+                    drain: Duration::from_secs(h.drain),
+                    rounds: h.rounds.max(1),
+                    history_size: h.history_size.max(1),
+                    persist: if h.persist {
+                        c.spawn_server.clone().map(|b| (b, c.outbound_queue))
+                    } else {
+                        None
+                    },
+                    recoveries: h.recoveries,
+                    missed: h.missed.max(1),
+                    connect_concurrency: c.connect_concurrency,
+                    progress,
+                };
+                history::run(&target, p, server_pid).await.map(|r| (r, history::summary as Summary))
             }
             Command::AuthVerify { .. } => unreachable!("handled above"),
         }
@@ -722,5 +812,6 @@ fn pub_params(
         read_buf: 16 * 1024,
         prefix: if name == "fanout" { "bench:fanout".to_owned() } else { "bench:ch".to_owned() },
         progress,
+        check_offsets: false,
     }
 }

@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::history::{OffsetSum, OffsetTracker};
 use crate::http::HttpConn;
 use crate::server::{CpuSample, Target};
 use crate::track::{self, Latencies, SeqTracker};
@@ -84,6 +85,9 @@ pub(crate) struct Params {
     pub(crate) prefix: String,
     /// Print progress to stderr.
     pub(crate) progress: bool,
+    /// History channels: every subscriber checks that its pushes' offsets follow each
+    /// other from the position its subscribe returned (see [`crate::history`]).
+    pub(crate) check_offsets: bool,
 }
 
 struct Shared {
@@ -103,6 +107,7 @@ struct Shared {
 struct SubResult {
     chan: usize,
     tracker: SeqTracker,
+    offsets: OffsetTracker,
     /// Why the connection ended before we stopped it.
     closed: Option<String>,
     /// Setup failure.
@@ -155,6 +160,7 @@ pub(crate) async fn run(
             gate: Arc::clone(&gate),
             ready: Arc::clone(&ready),
             read_buf: p.read_buf,
+            check_offsets: p.check_offsets,
         };
         subs.spawn(sub.run());
     }
@@ -296,6 +302,7 @@ pub(crate) async fn run(
     let (mut dups, mut ooo, mut unparsed, mut missing, mut missing_disconnected) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut expected = 0u64;
+    let mut offsets = OffsetSum::default();
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut disconnects: BTreeMap<String, u64> = BTreeMap::new();
     for r in &results {
@@ -311,6 +318,7 @@ pub(crate) async fn run(
         dups += r.tracker.duplicates;
         ooo += r.tracker.out_of_order;
         unparsed += r.tracker.unparsed;
+        r.offsets.add_to(&mut offsets);
         if let Some(c) = &r.closed {
             *disconnects.entry(c.clone()).or_default() += 1;
             missing_disconnected += exp.saturating_sub(got);
@@ -337,7 +345,7 @@ pub(crate) async fn run(
         }
     }
     let pick = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied();
-    Ok(json!({
+    let mut report = json!({
         "scenario": p.name,
         "channels": p.channels,
         "subscribers_per_channel": p.subs_per_channel,
@@ -384,7 +392,11 @@ pub(crate) async fn run(
         })),
         "_latency_line": track::latency_line(&lat),
         "_ack_line": ack.as_ref().map(track::latency_line),
-    }))
+    });
+    if p.check_offsets {
+        report["offsets"] = offsets.json();
+    }
+    Ok(report)
 }
 
 /// Renders the human summary of a pub/sub report.
@@ -462,6 +474,7 @@ struct Subscriber {
     gate: Arc<Semaphore>,
     ready: Arc<AtomicU64>,
     read_buf: usize,
+    check_offsets: bool,
 }
 
 impl Subscriber {
@@ -487,10 +500,17 @@ impl Subscriber {
                 "subscribe: {}",
                 String::from_utf8_lossy(&r)
             );
-            anyhow::Ok((rd, wr))
+            anyhow::Ok((rd, wr, r))
         };
         let (mut rd, mut wr) = match setup.await {
-            Ok(x) => x,
+            Ok((rd, wr, reply)) => {
+                if self.check_offsets
+                    && let Some((top, _)) = crate::history::result_position(&reply)
+                {
+                    res.offsets.start(top);
+                }
+                (rd, wr)
+            }
             Err(e) => {
                 res.failed = Some(format!("{e:#}"));
                 return res;
@@ -500,6 +520,8 @@ impl Subscriber {
         let mut stop = self.stop;
         let mut lat = Vec::with_capacity(64);
         let tracker = &mut res.tracker;
+        let offsets = &mut res.offsets;
+        let check_offsets = self.check_offsets;
         'outer: loop {
             tokio::select! {
                 biased;
@@ -522,6 +544,9 @@ impl Subscriber {
                             if let Some(s) = track::parse_stamp(payload) {
                                 tracker.on(s.p, s.seq);
                                 lat.push(now.saturating_sub(s.t) / 1000);
+                                if check_offsets {
+                                    offsets.on(crate::history::push_offset(payload));
+                                }
                             } else if ws::is_ping(payload) {
                                 pong = true;
                             } else {

@@ -63,6 +63,18 @@ impl Spawned {
         self.child.id()
     }
 
+    /// What the server has logged so far (stdout and stderr; `warn` and above).
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Bytes in the server's data directory (the embedded store's files).
+    pub(crate) fn data_bytes(&self) -> u64 {
+        std::fs::read_dir(self.dir.join("data"))
+            .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    }
+
     /// Starts `tether serve` with a generated config on a free loopback port. `extra_toml`
     /// is appended to the config (whole tables, such as `[auth.jwt]`); `prepare` is called
     /// with the data directory before the server starts (the `connect-storm` scenario writes

@@ -165,6 +165,10 @@ pub async fn run(state: AppState, stop: tokio_util::sync::CancellationToken) {
 }
 
 async fn write(state: &AppState, batch: &mut Vec<Arc<Publication>>) {
+    // Publishers queue after the hub numbered them, outside the channel lock, so two
+    // publishers on one channel may queue offsets out of order; the store wants them in
+    // order within a batch (across batches a row is upserted by offset).
+    batch.sort_by(|a, b| (a.channel.as_str(), a.offset).cmp(&(b.channel.as_str(), b.offset)));
     let now = state.now_ms();
     let mut keep: Vec<HistoryKeep> = Vec::new();
     let records = batch

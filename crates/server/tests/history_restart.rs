@@ -198,3 +198,34 @@ async fn after_kill_9_persistent_history_comes_back_under_a_new_epoch() {
     assert_eq!(next["offset"], top + 1);
     assert_eq!(next["epoch"], new_epoch.as_str());
 }
+
+/// Several publishers on one channel: every publication reaches the store and the epoch
+/// survives a clean restart. (They may queue offsets out of order for the store, which
+/// `tether-bench history --persist` showed made the store refuse batches; this test does
+/// not reliably produce that interleaving, the bench does.)
+#[tokio::test]
+async fn concurrent_publishers_persist_every_publication() {
+    let mut cfg = history_config(true);
+    cfg.namespaces.get_mut("h").unwrap().history_size = 10_000;
+    let server = std::sync::Arc::new(start(cfg.clone()).await);
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let server = std::sync::Arc::clone(&server);
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    publish(&server, i).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let epoch = publish(&server, 0).await["epoch"].as_str().unwrap().to_owned();
+    std::sync::Arc::into_inner(server).unwrap().shutdown().await.unwrap();
+    let server = start(cfg).await;
+    let r = recover(&server, 0, &epoch).await;
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(r["publications"].as_array().unwrap().len(), 401);
+    server.shutdown().await.unwrap();
+}

@@ -688,6 +688,139 @@ async fn history_routes(spec: &mut Spec, server: &RunningServer) {
     }
 }
 
+/// `POST /api/presence` and `POST /api/presence_stats`, on a server of their own: a namespace
+/// that tracks presence, JWTs (for `info`), the scoped key, a small body limit.
+async fn presence_routes(spec: &mut Spec) {
+    let mut c = config();
+    c.http.max_body_bytes = MAX_BODY;
+    c.namespaces
+        .insert("pres".to_owned(), NamespaceConfig { track_presence: true, ..NamespaceConfig::default() });
+    c.auth.jwt = Some(jwt_config());
+    c.scoped_api_keys = vec![
+        toml::from_str(&format!("key = \"{SCOPED_KEY}\"\nchannels = [\"chat:*\"]")).expect("scoped key"),
+    ];
+    let (server, clock) = start_clocked(c).await;
+    const PRESENCE: &str = "/api/presence";
+    const STATS: &str = "/api/presence_stats";
+
+    // 200: nobody subscribed yet.
+    let body = r#"{"channel":"pres:room"}"#;
+    for (path, want) in [(PRESENCE, json!({"clients": []})), (STATS, json!({"connections": 0, "users": 0}))] {
+        let r = post_api(&server, path, body).await;
+        assert_eq!((r.status, r.json()), (200, want), "{path}: {r:?}");
+        spec.check(path, "post", &r);
+        spec.check_request(path, "post", body, true);
+    }
+
+    // 200: a JWT connection with `info` and an anonymous one, both subscribed; listed by
+    // client id, as their `connect` results name them.
+    let now = clock.now_s();
+    let claims = MintClaims {
+        sub: "alice".to_owned(),
+        iat_s: now,
+        exp_s: now + 3600,
+        info: Some(json!({"name": "Alice"})),
+        ..MintClaims::default()
+    };
+    let token = tether_server::auth::jwt::mint(&jwt_config(), &claims, None).expect("mint");
+    let mut alice = ws(&server, "/ws").await;
+    let r = request(&mut alice, 1, json!({"op": "connect", "token": token})).await;
+    let alice_client = r["result"]["client"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned();
+    let mut anon = ws(&server, "/ws").await;
+    let r = request(&mut anon, 1, json!({"op": "connect"})).await;
+    let anon_client = r["result"]["client"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned();
+    for c in [&mut alice, &mut anon] {
+        let r = request(c, 2, json!({"op": "subscribe", "channel": "pres:room"})).await;
+        assert_eq!(r["result"], json!({}), "{r}");
+    }
+    let mut clients = vec![
+        (
+            alice_client.parse::<u64>().expect("numeric id"),
+            json!({"client": alice_client, "user": "alice", "info": {"name": "Alice"}}),
+        ),
+        (anon_client.parse::<u64>().expect("numeric id"), json!({"client": anon_client})),
+    ];
+    clients.sort_by_key(|(id, _)| *id);
+    let clients: Vec<Value> = clients.into_iter().map(|(_, c)| c).collect();
+    for (path, want) in
+        [(PRESENCE, json!({"clients": clients})), (STATS, json!({"connections": 2, "users": 1}))]
+    {
+        let r = post_api(&server, path, body).await;
+        assert_eq!((r.status, r.json()), (200, want), "{path}: {r:?}");
+        spec.check(path, "post", &r);
+    }
+    // The native op answers the same object.
+    let r = request(&mut anon, 3, json!({"op": "presence", "channel": "pres:room"})).await;
+    assert_eq!(r["result"], json!({"clients": clients}));
+    spec.assert_valid("/components/schemas/Presence", &r["result"], "presence op result");
+
+    for path in [PRESENCE, STATS] {
+        // 400: (body, code, does the request schema accept it?)
+        let cases: [(&str, &str, bool); 6] = [
+            (r#"{"channel":"chat:room"}"#, "presence_disabled", true),
+            (r#"{"channel":"nope:x"}"#, "unknown_namespace", true),
+            (r#"{"channel":"a b"}"#, "invalid_channel", false),
+            (r#"{"channel":1}"#, "invalid_message", false),
+            (r#"{}"#, "invalid_message", false),
+            (r#"{"channel":"pres:room","extra":1}"#, "invalid_message", false),
+        ];
+        for (body, code, schema_accepts) in cases {
+            let r = post_api(&server, path, body).await;
+            assert_eq!((r.status, r.code().as_str()), (400, code), "{path} {body}: {r:?}");
+            spec.check(path, "post", &r);
+            spec.check_request(path, "post", body, schema_accepts);
+        }
+        let r = post_api(&server, path, r#"{"channel":"#).await;
+        assert_eq!((r.status, r.code().as_str()), (400, "malformed_json"), "{path}: {r:?}");
+        spec.check(path, "post", &r);
+
+        // 401: no key.
+        let r = send(&server, "POST", path, &[JSON], body).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "unauthenticated"), "{path}: {r:?}");
+        spec.check(path, "post", &r);
+
+        // 403 outside a scoped key's channels (before the namespace); inside them the
+        // namespace decides.
+        let scoped_auth = format!("Bearer {SCOPED_KEY}");
+        let scoped = [("authorization", scoped_auth.as_str()), JSON];
+        for (body, want) in [
+            (r#"{"channel":"pres:room"}"#, (403, "channel_not_allowed")),
+            (r#"{"channel":"nope:x"}"#, (403, "channel_not_allowed")),
+            (r#"{"channel":"chat:lobby"}"#, (400, "presence_disabled")),
+        ] {
+            let r = send(&server, "POST", path, &scoped, body).await;
+            assert_eq!((r.status, r.code().as_str()), want, "{path} {body}: {r:?}");
+            spec.check(path, "post", &r);
+            spec.check_request(path, "post", body, true);
+        }
+
+        // 413 and 415.
+        let huge = format!(r#"{{"channel":"pres:room","x":"{}"}}"#, "x".repeat(MAX_BODY));
+        let r = post_api(&server, path, &huge).await;
+        assert_eq!((r.status, r.code().as_str()), (413, "payload_too_large"), "{path}: {r:?}");
+        spec.check(path, "post", &r);
+        let r = send(
+            &server,
+            "POST",
+            path,
+            &[("authorization", &bearer()), ("content-type", "text/plain")],
+            body,
+        )
+        .await;
+        assert_eq!((r.status, r.code().as_str()), (415, "unsupported_media_type"), "{path}: {r:?}");
+        spec.check(path, "post", &r);
+    }
+
+    // An unsubscribe leaves: the lists follow.
+    let r = request(&mut alice, 4, json!({"op": "unsubscribe", "channel": "pres:room"})).await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    let r = post_api(&server, STATS, body).await;
+    assert_eq!(r.json(), json!({"connections": 1, "users": 0}), "{r:?}");
+    spec.check(STATS, "post", &r);
+    drop((alice, anon));
+    server.shutdown().await.expect("shutdown");
+}
+
 async fn operations(spec: &mut Spec, server: &RunningServer) {
     let r = send(server, "GET", "/api/openapi.json", &[], "").await;
     assert_eq!(r.status, 200);
@@ -1689,6 +1822,7 @@ async fn every_documented_response_is_real_and_matches_its_schema() {
     readyz_shutting_down(&mut spec).await;
     connection_limits(&mut spec).await;
     event_server_disabled(&mut spec).await;
+    presence_routes(&mut spec).await;
     accounts(&mut spec).await;
     model_sync(&mut spec).await;
 

@@ -303,3 +303,23 @@ pub async fn open_sse(server: &RunningServer, path: &str) -> Sse {
     assert_eq!(sse.next_block().await.as_deref(), Some(": subscribed\n\n"));
     sse
 }
+
+/// Like [`open_sse_raw`], with extra request headers (e.g. `Last-Event-ID` to resume).
+pub async fn open_sse_with(
+    server: &RunningServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (hyper::http::response::Parts, Sse) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut req =
+        hyper::Request::get(format!("http://{}{path}", server.addr)).header("accept", "text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(http_body_util::Empty::new()).expect("request");
+    let resp =
+        tokio::time::timeout(WAIT, client.request(req)).await.expect("head within WAIT").expect("http");
+    let (parts, body) = resp.into_parts();
+    (parts, Sse { body, buf: Vec::new(), _client: client })
+}
