@@ -389,6 +389,30 @@ pub struct Hub<S: Sink> {
     resync_encoders: Vec<Option<ResyncEncoder<S::Frame>>>,
 }
 
+/// Pushes a frame made by `encode` (once per format, from that format's entry of
+/// `encoders`) to every subscriber of `ch` but `except`; formats without an encoder get
+/// nothing. Returns how many sinks took it.
+fn notify<S: Sink, E>(
+    ch: &Channel<S>,
+    encoders: &[Option<E>],
+    except: Option<ConnId>,
+    encode: impl Fn(&E) -> S::Frame,
+) -> usize {
+    let mut frames: [Option<S::Frame>; MAX_FORMATS] = Default::default();
+    let mut told = 0;
+    for m in ch.groups.iter().flat_map(|g| g.members.values()) {
+        if Some(m.conn) == except {
+            continue;
+        }
+        let Some(Some(enc)) = encoders.get(m.format.index()) else { continue };
+        let frame = frames[m.format.index()].get_or_insert_with(|| encode(enc));
+        if m.sink.push(frame) {
+            told += 1;
+        }
+    }
+    told
+}
+
 impl<S: Sink> std::fmt::Debug for Hub<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
@@ -553,20 +577,8 @@ impl<S: Sink> Hub<S> {
     /// Sends a presence event to the channel's subscribers (but the one it is about) in the
     /// formats that have a presence encoder, if the channel announces.
     fn announce(&self, ch: &Channel<S>, ev: &PresenceEvent) {
-        if !ch.announce || self.presence_encoders.is_empty() {
-            return;
-        }
-        let about = ev.info().client;
-        let mut frames: [Option<S::Frame>; MAX_FORMATS] = Default::default();
-        for g in &ch.groups {
-            for m in g.members.values() {
-                if m.conn == about {
-                    continue;
-                }
-                let Some(Some(enc)) = self.presence_encoders.get(m.format.index()) else { continue };
-                let frame = frames[m.format.index()].get_or_insert_with(|| enc(&ch.name, ev));
-                m.sink.push(frame);
-            }
+        if ch.announce {
+            notify(ch, &self.presence_encoders, Some(ev.info().client), |enc| enc(&ch.name, ev));
         }
     }
 
@@ -597,13 +609,7 @@ impl<S: Sink> Hub<S> {
 
     /// Delivers `p` to every matching subscriber of its channel.
     pub fn publish(&self, p: &Publication) -> PublishStats {
-        let ch = {
-            let shard = self.shard(&p.channel).read();
-            match shard.get(&p.channel) {
-                Some(c) => Arc::clone(c),
-                None => return PublishStats::default(),
-            }
-        };
+        let Some(ch) = self.existing(&p.channel) else { return PublishStats::default() };
         let ch = ch.lock();
         self.fan_out(&ch, p)
     }
@@ -656,7 +662,7 @@ impl<S: Sink> Hub<S> {
         let (Some(offset), Some(epoch)) = (p.offset, p.epoch.as_ref()) else {
             return Delivered::Delivered(self.publish(p));
         };
-        let Some(ch) = self.shard(&p.channel).read().get(&p.channel).map(Arc::clone) else {
+        let Some(ch) = self.existing(&p.channel) else {
             return Delivered::Delivered(PublishStats::default());
         };
         let mut ch = ch.lock();
@@ -681,7 +687,7 @@ impl<S: Sink> Hub<S> {
     /// publications never arrived: every subscriber is told to resubscribe, and the number
     /// told is returned. Call periodically, once per channel.
     pub fn check_position(&self, channel: &ChannelName, authority: &Position) -> usize {
-        let Some(ch) = self.shard(channel).read().get(channel).map(Arc::clone) else { return 0 };
+        let Some(ch) = self.existing(channel) else { return 0 };
         let mut ch = ch.lock();
         let behind = match &ch.delivered {
             None => false,
@@ -709,24 +715,18 @@ impl<S: Sink> Hub<S> {
 
     /// Tells every subscriber of the channel to resubscribe; returns how many were told.
     fn resync(&self, ch: &Channel<S>) -> usize {
-        let mut frames: [Option<S::Frame>; MAX_FORMATS] = Default::default();
-        let mut told = 0;
-        for g in &ch.groups {
-            for m in g.members.values() {
-                let Some(Some(enc)) = self.resync_encoders.get(m.format.index()) else { continue };
-                let frame = frames[m.format.index()].get_or_insert_with(|| enc(&ch.name));
-                if m.sink.push(frame) {
-                    told += 1;
-                }
-            }
-        }
-        told
+        notify(ch, &self.resync_encoders, None, |enc| enc(&ch.name))
+    }
+
+    /// The channel's entry, if it has one.
+    fn existing(&self, channel: &ChannelName) -> Option<Arc<Mutex<Channel<S>>>> {
+        self.shard(channel).read().get(channel).map(Arc::clone)
     }
 
     /// The channel's entry, created if absent.
     fn channel_entry(&self, channel: &ChannelName) -> Arc<Mutex<Channel<S>>> {
-        if let Some(c) = self.shard(channel).read().get(channel) {
-            return Arc::clone(c);
+        if let Some(c) = self.existing(channel) {
+            return c;
         }
         let mut shard = self.shard(channel).write();
         let c = shard.entry(channel.clone()).or_insert_with(|| {
@@ -775,13 +775,10 @@ impl<S: Sink> Hub<S> {
         now_ms: u64,
     ) -> Page<Arc<Publication>> {
         let HistoryQuery { since, limit, backward } = q;
-        let Some(ch) = self.shard(channel).read().get(channel).map(Arc::clone) else {
-            return Page { entries: Vec::new(), position: Position { offset: 0, epoch: "".into() } };
-        };
+        let empty = || Page { entries: Vec::new(), position: Position { offset: 0, epoch: "".into() } };
+        let Some(ch) = self.existing(channel) else { return empty() };
         let mut ch = ch.lock();
-        let Some(history) = ch.history.as_mut() else {
-            return Page { entries: Vec::new(), position: Position { offset: 0, epoch: "".into() } };
-        };
+        let Some(history) = ch.history.as_mut() else { return empty() };
         let Some(identity) = identity else {
             return history.page(since, limit, backward, now_ms);
         };
@@ -851,7 +848,7 @@ impl<S: Sink> Hub<S> {
     /// A subscriber's heartbeat: refreshes its presence entry, or joins again (announced)
     /// if the entry had expired. `false` if `conn` is not subscribed to `channel`.
     pub fn presence_touch(&self, channel: &ChannelName, join: &PresenceJoin, now_ms: u64) -> bool {
-        let Some(ch) = self.shard(channel).read().get(channel).map(Arc::clone) else { return false };
+        let Some(ch) = self.existing(channel) else { return false };
         let mut ch = ch.lock();
         let conn = join.info.client;
         if ch.group_of(conn).is_none() {

@@ -12,8 +12,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::fmt::Write as _;
-
 use tether_engine::Publication;
 use tether_engine::history::Page;
 use tether_engine::hub::{HistoryQuery, Published};
@@ -21,6 +19,7 @@ use tether_proto::message::strip_location;
 use tether_proto::{ChannelName, ErrorCode, ProtoError, Tags, Target};
 
 use crate::auth::apikeys::Scope;
+use crate::dialects::native;
 use crate::state::AppState;
 
 /// The OpenAPI 3 document of this API.
@@ -285,14 +284,11 @@ fn build_one(state: &AppState, scope: &Scope, raw: &RawPublication<'_>) -> Resul
 /// A publish's result: `{}`, or `{"offset":N,"epoch":"…"}` on a channel with history
 /// (for a repeated idempotency key: the first publish's).
 pub(crate) fn push_result(s: &mut String, done: &Published) {
-    match &done.position {
-        Some(p) => {
-            let _ = write!(s, r#"{{"offset":{},"epoch":"#, p.offset);
-            tether_proto::message::push_json_string(s, &p.epoch);
-            s.push('}');
-        }
-        None => s.push_str("{}"),
+    s.push('{');
+    if let Some(p) = &done.position {
+        native::push_position(s, p);
     }
+    s.push('}');
 }
 
 /// Publishes in order; `{"results":[…]}`.
@@ -406,22 +402,11 @@ pub fn page_limit(asked: Option<u64>) -> usize {
 /// encoded as its `pub` push.
 pub fn encode_page(page: &Page<std::sync::Arc<Publication>>) -> String {
     let mut s = String::with_capacity(64 + page.entries.len() * 64);
-    let _ = write!(s, r#"{{"offset":{},"epoch":"#, page.position.offset);
-    tether_proto::message::push_json_string(&mut s, &page.position.epoch);
-    s.push_str(r#","publications":["#);
-    for (i, e) in page.entries.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let p = &e.item;
-        s.push_str(&tether_proto::message::encode_publication(
-            &p.channel,
-            p.data.as_deref(),
-            &p.tags,
-            p.offset,
-        ));
-    }
-    s.push_str("]}");
+    s.push('{');
+    native::push_position(&mut s, &page.position);
+    s.push_str(r#","publications":"#);
+    native::push_publications(&mut s, &page.entries);
+    s.push('}');
     s
 }
 

@@ -36,7 +36,7 @@ use crate::state::{AppState, ConnLimiter, ConnSlot};
 /// position `EPOCH:OFFSET`, which the browser sends back as `Last-Event-ID` when it
 /// reconnects.
 pub fn encode_event(p: &Publication) -> Frame {
-    let json = tether_proto::message::encode_publication(&p.channel, p.data.as_deref(), &p.tags, p.offset);
+    let json = crate::dialects::native::publication_json(p);
     let mut s = String::with_capacity(json.len() + 48);
     if let (Some(offset), Some(epoch)) = (p.offset, p.epoch.as_deref()) {
         push_id(&mut s, epoch, offset);
@@ -96,8 +96,8 @@ fn subscribed_events(done: &Subscribed, asked: bool) -> Bytes {
     }
     push_id(&mut s, &pos.epoch, pos.offset);
     s.push_str("event: subscribed\ndata: ");
-    s.push_str(&format!(r#"{{"offset":{},"epoch":"#, pos.offset));
-    tether_proto::message::push_json_string(&mut s, &pos.epoch);
+    s.push('{');
+    crate::dialects::native::push_position(&mut s, pos);
     if asked {
         s.push_str(recovered.as_deref().unwrap_or(r#","recovered":false"#));
     }

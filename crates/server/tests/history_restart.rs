@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{Value, json};
 use tether_server::Config;
@@ -102,67 +100,28 @@ async fn without_persistence_a_restart_changes_the_epoch() {
     server.shutdown().await.unwrap();
 }
 
-/// The real binary, killed with SIGKILL.
-struct Child {
-    proc: std::process::Child,
-    addr: std::net::SocketAddr,
+/// The real binary with persistent history in namespace `h`.
+async fn spawn_persisting(dir: &std::path::Path) -> Child {
+    let config = format!(
+        "api_keys = [{API_KEY:?}]\n[log]\nlevel = \"warn\"\n[history]\npersist = true\n\
+         [namespaces.h]\npublish = \"anyone\"\nhistory_size = 1000\n"
+    );
+    spawn_tether(dir, &config).await
 }
 
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
-    }
-}
-
-async fn spawn_tether(dir: &std::path::Path) -> Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = dir.join("tether.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "api_keys = [{API_KEY:?}]\n[log]\nlevel = \"warn\"\n[history]\npersist = true\n\
-             [namespaces.h]\npublish = \"anyone\"\nhistory_size = 1000\n"
-        ),
-    )
-    .unwrap();
-    let proc = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "tether did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Child { proc, addr }
-}
-
+/// POST to the API of the server at `addr`; the JSON reply (which must be a 200).
 async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> Value {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let req = hyper::Request::post(format!("http://{addr}{path}"))
-        .header("authorization", format!("Bearer {API_KEY}"))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned())))
-        .unwrap();
-    let res = client.request(req).await.unwrap();
-    assert_eq!(res.status(), 200);
-    let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
-    serde_json::from_slice(&body).unwrap()
+    let auth = format!("Bearer {API_KEY}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let (status, _, body) = http_full_at(addr, "POST", path, &headers, body).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 #[tokio::test]
 async fn after_kill_9_persistent_history_comes_back_under_a_new_epoch() {
     let dir = fresh_dir("history-kill9");
-    let mut child = spawn_tether(&dir).await;
+    let mut child = spawn_persisting(&dir).await;
     let mut epoch = String::new();
     let n = 200u64;
     for i in 1..=n {
@@ -172,7 +131,7 @@ async fn after_kill_9_persistent_history_comes_back_under_a_new_epoch() {
     child.proc.kill().unwrap(); // SIGKILL: the write-behind queue may not have drained
     child.proc.wait().unwrap();
 
-    let child = spawn_tether(&dir).await;
+    let child = spawn_persisting(&dir).await;
     // A position from before the crash cannot be trusted any more…
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", child.addr)).await.unwrap();
     assert!(request(&mut ws, 1, json!({"op":"connect"})).await["result"].is_object());

@@ -462,49 +462,14 @@ async fn acknowledged_changes_survive_a_restart() {
     server.shutdown().await.unwrap();
 }
 
-/// A `tether serve` child process with the demo schema on a free port.
-struct Child {
-    proc: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
-    }
-}
-
-/// Starts the real binary on `dir` (config and data) and waits until it accepts.
-async fn spawn_tether(dir: &std::path::Path) -> Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+/// Starts the real binary on `dir` with the demo schema and scope `Canvas`.
+async fn spawn_tether_jet(dir: &std::path::Path) -> Child {
     let schema = dir.join("schema.toml");
     std::fs::write(&schema, SCHEMA).unwrap();
-    let config = dir.join("tether.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[log]\nlevel = \"warn\"\n[sync]\nschema = {schema:?}\n[[sync.scopes]]\nname = \"Canvas\"\nroot = \"Canvas\"\n"
-        ),
-    )
-    .unwrap();
-    let proc = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "tether did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Child { proc, addr }
+    let config = format!(
+        "[log]\nlevel = \"warn\"\n[sync]\nschema = {schema:?}\n[[sync.scopes]]\nname = \"Canvas\"\nroot = \"Canvas\"\n"
+    );
+    spawn_tether(dir, &config).await
 }
 
 async fn open_at(addr: std::net::SocketAddr) -> Ws {
@@ -518,7 +483,7 @@ fn shape_uuid(i: u64) -> String {
 #[tokio::test]
 async fn kill_9_during_a_stream_of_changesets_loses_no_acknowledged_one() {
     let dir = fresh_dir("kill9");
-    let child = spawn_tether(&dir).await;
+    let child = spawn_tether_jet(&dir).await;
     let mut ws = open_at(child.addr).await;
     let (_, state) = session_with(&mut ws, "Canvas").await;
     let root = state["rootUUID"].as_str().unwrap().to_owned();
@@ -563,7 +528,7 @@ async fn kill_9_during_a_stream_of_changesets_loses_no_acknowledged_one() {
     sender.abort();
     assert!(acked >= 300, "only {acked} changesets acknowledged before the stream ended");
 
-    let child = spawn_tether(&dir).await;
+    let child = spawn_tether_jet(&dir).await;
     let mut ws = open_at(child.addr).await;
     let (_, state) = session_with(&mut ws, "Canvas").await;
     let frags = state["fragments"].as_array().unwrap();

@@ -19,7 +19,7 @@ use axum::response::Response;
 use std::fmt::Write as _;
 use tether_engine::hub::ConnId;
 
-use tether_engine::history::{NotRecovered, Position, Recovery};
+use tether_engine::history::{Entry, NotRecovered, Position, Recovery};
 use tether_engine::hub::{HistoryQuery, PresenceJoin, SubscribeOptions, Subscribed};
 use tether_engine::presence::{PresenceEvent, PresenceInfo};
 use tether_engine::{Publication, Subscriber};
@@ -42,7 +42,7 @@ const MAX_QUEUED: usize = 64;
 
 /// Encodes a publication as a native push frame.
 pub fn encode_push(p: &Publication) -> Frame {
-    Frame::now(message::encode_publication(&p.channel, p.data.as_deref(), &p.tags, p.offset))
+    Frame::now(publication_json(p))
 }
 
 /// Most publications one recovery returns for a namespace: its `recovery_limit`, or its
@@ -75,14 +75,37 @@ pub fn encode_presence(channel: &ChannelName, ev: &PresenceEvent) -> Frame {
     ))
 }
 
+/// A publication as its `pub` push (the native encoding, shared by every encoding that
+/// embeds publications: SSE events, recovered publications, history pages).
+pub fn publication_json(p: &Publication) -> String {
+    message::encode_publication(&p.channel, p.data.as_deref(), &p.tags, p.offset)
+}
+
+/// `"offset":N,"epoch":"…"`: a channel position as the fields of a result.
+pub fn push_position(s: &mut String, p: &Position) {
+    let _ = write!(s, r#""offset":{},"epoch":"#, p.offset);
+    push_json_string(s, &p.epoch);
+}
+
+/// `[push,…]`: kept publications as their `pub` pushes, in order.
+pub fn push_publications(s: &mut String, entries: &[Entry<Arc<Publication>>]) {
+    s.push('[');
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&publication_json(&e.item));
+    }
+    s.push(']');
+}
+
 /// A subscribe's result: `{}` without history; `{"offset":N,"epoch":"…"}` with it; and
 /// when a recovery was asked for, `"recovered"` and the missed `"publications"` (as their
 /// `pub` pushes, in order), or `"recovered":false`.
 fn subscribe_result(done: &Subscribed, asked: bool) -> String {
     let mut s = String::from("{");
     if let Some(p) = &done.position {
-        let _ = write!(s, r#""offset":{},"epoch":"#, p.offset);
-        message::push_json_string(&mut s, &p.epoch);
+        push_position(&mut s, p);
     }
     if asked {
         if s.len() > 1 {
@@ -90,20 +113,8 @@ fn subscribe_result(done: &Subscribed, asked: bool) -> String {
         }
         match &done.recovery {
             Some(Recovery::Recovered(entries)) => {
-                s.push_str(r#""recovered":true,"publications":["#);
-                for (i, e) in entries.iter().enumerate() {
-                    if i > 0 {
-                        s.push(',');
-                    }
-                    let p = &e.item;
-                    s.push_str(&message::encode_publication(
-                        &p.channel,
-                        p.data.as_deref(),
-                        &p.tags,
-                        p.offset,
-                    ));
-                }
-                s.push(']');
+                s.push_str(r#""recovered":true,"publications":"#);
+                push_publications(&mut s, entries);
             }
             Some(Recovery::NotRecovered(why)) => {
                 let _ = write!(s, r#""recovered":false,"reason":"{}""#, not_recovered_reason(*why));

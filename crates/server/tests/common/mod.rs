@@ -127,10 +127,21 @@ pub async fn http_full(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, hyper::HeaderMap, String) {
+    http_full_at(server.addr, method, path, headers, body).await
+}
+
+/// [`http_full`] to a server at `addr` (a child process, say).
+pub async fn http_full_at(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, hyper::HeaderMap, String) {
     use http_body_util::{BodyExt, Full};
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
-    let mut req = hyper::Request::builder().method(method).uri(format!("http://{}{path}", server.addr));
+    let mut req = hyper::Request::builder().method(method).uri(format!("http://{addr}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -322,4 +333,42 @@ pub async fn open_sse_with(
         tokio::time::timeout(WAIT, client.request(req)).await.expect("head within WAIT").expect("http");
     let (parts, body) = resp.into_parts();
     (parts, Sse { body, buf: Vec::new(), _client: client })
+}
+
+/// A `tether serve` child process on a free port, killed when dropped.
+pub struct Child {
+    pub proc: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+/// Starts the real binary with `config` (TOML, written to `dir/tether.toml`) and its data
+/// in `dir/data`, and waits until it accepts connections.
+pub async fn spawn_tether(dir: &std::path::Path, config: &str) -> Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = dir.join("tether.toml");
+    std::fs::write(&path, config).unwrap();
+    let proc = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "tether did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Child { proc, addr }
 }
